@@ -1,0 +1,143 @@
+//! The KV commands, compares, ranges, events and what they answer.
+
+use crate::{LeaseId, Revision};
+use serde::{Deserialize, Serialize};
+
+/// Which keys an operation covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeySpan {
+    /// Exactly this key.
+    Key(Vec<u8>),
+    /// Every key starting with these bytes; the empty prefix is every key.
+    Prefix(Vec<u8>),
+    /// Keys in `[start, end)`: start inclusive, end exclusive.
+    Range { start: Vec<u8>, end: Vec<u8> },
+}
+
+impl KeySpan {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeySpan::Key(k) => k == key,
+            KeySpan::Prefix(p) => key.starts_with(p),
+            KeySpan::Range { start, end } => key >= start.as_slice() && key < end.as_slice(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The revision at which the key was last created (after not existing).
+    pub create_revision: Revision,
+    /// The revision of the last change to the key.
+    pub mod_revision: Revision,
+    /// Puts since the key was created: 1 for a new key.
+    pub version: u64,
+    pub lease: Option<LeaseId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    pub span: KeySpan,
+    /// 0 means the maximum, `RANGE_LIMIT_MAX`.
+    pub limit: u64,
+    pub keys_only: bool,
+    pub count_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeOutput {
+    pub kvs: Vec<KeyValue>,
+    /// More keys matched than were returned.
+    pub more: bool,
+    /// How many keys matched in all.
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+/// What a compare looks at. A missing key has version, revisions and lease 0 and no value, so a
+/// value compare on it is false whatever the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value(Vec<u8>),
+    Version(u64),
+    CreateRevision(Revision),
+    ModRevision(Revision),
+    /// `LeaseId(0)` means "no lease".
+    Lease(LeaseId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
+    Delete { span: KeySpan },
+    Range(RangeRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    /// Applied when every compare holds.
+    pub then: Vec<TxnOp>,
+    /// Applied otherwise.
+    pub otherwise: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
+    Delete { span: KeySpan },
+    Txn(Txn),
+    /// Drops history up to and including `revision`.
+    Compact { revision: Revision },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpOutput {
+    Put { prev: Option<KeyValue> },
+    Delete { deleted: Vec<KeyValue> },
+    Range(RangeOutput),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutput {
+    Put { prev: Option<KeyValue> },
+    Delete { deleted: Vec<KeyValue> },
+    Txn { succeeded: bool, results: Vec<TxnOpOutput> },
+    Compact { compacted_revision: Revision },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key. For a delete, `kv` holds the key, an empty value, version 0 and the
+/// deleting revision as `mod_revision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+impl Event {
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}

@@ -1,0 +1,199 @@
+//! State: every primitive plus the log clock and the global revision; the one `apply`.
+
+use crate::kv::{KvCommand, KvError, KvOutput, KvState};
+use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
+use crate::{ErrorCode, LeaseId, Millis, Revision};
+use serde::{Deserialize, Serialize};
+
+/// One entry of the replicated log: a command and the leader's wall clock when it proposed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub stamp: Millis,
+    pub command: Command,
+}
+
+/// Every command of every primitive. Variants are only ever appended: the log and snapshots
+/// encode them by position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Advances the log clock; leases (and later visibility timeouts, claims, schedules) due by
+    /// then expire in this apply.
+    Tick,
+    Kv(KvCommand),
+    Lease(LeaseCommand),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Tick { expired: Vec<LeaseId> },
+    Kv(KvOutput),
+    Lease(LeaseOutput),
+}
+
+/// A refusal by the state machine: deterministic, the same on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StateError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+impl StateError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StateError::Kv(e) => e.code(),
+            StateError::Lease(e) => e.code(),
+        }
+    }
+
+    pub fn field(&self) -> &'static str {
+        match self {
+            StateError::Kv(e) => e.field(),
+            StateError::Lease(e) => e.field(),
+        }
+    }
+}
+
+/// What one apply produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The revision after the apply: the command's own revision if it changed state.
+    pub revision: Revision,
+    pub result: Result<Output, StateError>,
+    /// KV events for watchers, in order, all at `revision`.
+    pub events: Vec<crate::kv::Event>,
+}
+
+/// What a primitive's apply needs to know and may report: the revision the command will get if
+/// it changes anything, the log clock, and the events it produced.
+pub struct Ctx {
+    pub revision: Revision,
+    pub clock: Millis,
+    pub changed: bool,
+    pub events: Vec<crate::kv::Event>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot does not start with the plinth snapshot header")]
+    BadMagic,
+    #[error("snapshot format version {found} is not supported; this build reads version {SNAPSHOT_VERSION}")]
+    UnsupportedVersion { found: u32 },
+    #[error("snapshot body does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"PLNS";
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    revision: Revision,
+    /// The log clock: the largest stamp applied so far.
+    clock: Millis,
+    kv: KvState,
+    leases: LeaseState,
+}
+
+impl State {
+    /// Checks a command's shape against the limits without applying it. The server calls this
+    /// before proposing; `apply` checks again, so a command that slips through is refused, never
+    /// half-applied.
+    pub fn validate(command: &Command) -> Result<(), StateError> {
+        match command {
+            Command::Tick => Ok(()),
+            Command::Kv(c) => Ok(KvState::validate(c)?),
+            Command::Lease(LeaseCommand::Grant { ttl_ms, .. }) => {
+                Ok(crate::lease::check_ttl(*ttl_ms)?)
+            }
+            Command::Lease(_) => Ok(()),
+        }
+    }
+
+    pub fn apply(&mut self, request: &Request) -> Applied {
+        self.clock = self.clock.max(request.stamp);
+        let mut ctx = Ctx {
+            revision: Revision(self.revision.0 + 1),
+            clock: self.clock,
+            changed: false,
+            events: Vec::new(),
+        };
+        let result = self.dispatch(&request.command, &mut ctx);
+        if ctx.changed {
+            self.revision = ctx.revision;
+        }
+        self.kv.trim_history(self.clock);
+        Applied { revision: self.revision, result, events: ctx.events }
+    }
+
+    fn dispatch(&mut self, command: &Command, ctx: &mut Ctx) -> Result<Output, StateError> {
+        match command {
+            Command::Tick => {
+                let expired = self.leases.expire(ctx.clock);
+                for id in &expired {
+                    self.release_lease(*id, ctx);
+                }
+                ctx.changed |= !expired.is_empty();
+                Ok(Output::Tick { expired })
+            }
+            Command::Kv(c) => Ok(Output::Kv(self.kv.apply(c, &self.leases, ctx)?)),
+            Command::Lease(c) => {
+                let out = self.leases.apply(c, ctx.clock)?;
+                if let LeaseOutput::Revoked { id } = out {
+                    self.release_lease(id, ctx);
+                }
+                ctx.changed = true;
+                Ok(Output::Lease(out))
+            }
+        }
+    }
+
+    /// The one place where a lease's end reaches the resources attached to it.
+    fn release_lease(&mut self, id: LeaseId, ctx: &mut Ctx) {
+        self.kv.release_lease(id, ctx);
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn clock(&self) -> Millis {
+        self.clock
+    }
+
+    pub fn kv(&self) -> &KvState {
+        &self.kv
+    }
+
+    pub fn leases(&self) -> &LeaseState {
+        &self.leases
+    }
+
+    /// Recomputes every primitive's invariants from its primary data; panics naming the rule.
+    pub fn check_invariants(&self) {
+        self.kv.check_invariants(self.revision, &self.leases);
+        self.leases.check_invariants();
+    }
+
+    /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
+    /// equal states give equal bytes.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
+        if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { found: version });
+        }
+        Ok(postcard::from_bytes(&bytes[8..])?)
+    }
+}
