@@ -1,1 +1,22 @@
-//! placeholder
+//! The plinth Rust SDK: a typed client for every call, a watch that reconnects and resumes
+//! without gap or duplicate, and a lease keep-alive task.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), plinth_client::Error> {
+//! let client = plinth_client::Client::connect("http://127.0.0.1:7070").await?;
+//! client.put("greeting", "hello").await?;
+//! let kv = client.get("greeting").await?.expect("just put");
+//! assert_eq!(kv.value, b"hello");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod lease;
+mod watch;
+
+pub use client::Client;
+pub use error::{Code, Error};
+pub use lease::KeepAlive;
+pub use plinth_proto::v1 as pb;
+pub use watch::{Watch, WatchOptions};

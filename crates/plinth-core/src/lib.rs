@@ -12,6 +12,8 @@ pub mod kv;
 pub mod lease;
 pub mod limits;
 mod state;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use state::{Applied, Command, Ctx, Output, Request, SnapshotError, State, StateError};

@@ -78,7 +78,9 @@ pub struct Ctx {
 pub enum SnapshotError {
     #[error("snapshot does not start with the plinth snapshot header")]
     BadMagic,
-    #[error("snapshot format version {found} is not supported; this build reads version {SNAPSHOT_VERSION}")]
+    #[error(
+        "snapshot format version {found} is not supported; this build reads version {SNAPSHOT_VERSION}"
+    )]
     UnsupportedVersion { found: u32 },
     #[error("snapshot body does not decode: {0}")]
     Decode(#[from] postcard::Error),
@@ -124,7 +126,11 @@ impl State {
             self.revision = ctx.revision;
         }
         self.kv.trim_history(self.clock);
-        Applied { revision: self.revision, result, events: ctx.events }
+        Applied {
+            revision: self.revision,
+            result,
+            events: ctx.events,
+        }
     }
 
     fn dispatch(&mut self, command: &Command, ctx: &mut Ctx) -> Result<Output, StateError> {

@@ -1,1 +1,10 @@
-//! placeholder
+//! plinth's wire contract: the types and gRPC services generated from `proto/plinth/v1`, and the
+//! JSON mapping that the HTTP API and the CLI's `--json` share.
+
+pub mod json;
+
+/// Version 1 of the API, package `plinth.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("plinth.v1");
+}

@@ -1,1 +1,46 @@
-//! placeholder
+//! plinth's front end: gRPC (tonic) and HTTP/JSON (axum) on one port, both calling one [`Api`].
+//!
+//! Architecture invariant: the server validates, maps each call to a command or a read, and
+//! renders the answer; it never decides a primitive's rule (that is plinth-core's) and never
+//! touches storage (that is plinth-node's).
+
+mod api;
+mod convert;
+mod error;
+mod http;
+mod kv;
+mod lease;
+mod maintenance;
+
+pub use api::Api;
+pub use error::ApiError;
+pub use http::BODY_BYTES_MAX;
+
+use plinth_node::Node;
+use plinth_proto::v1::{
+    kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+};
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Serves the API on `listener` until `shutdown` resolves, then ends open watches and drains
+/// connections.
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = Api::new(node, stop_rx);
+    let grpc = tonic::service::Routes::new(KvServer::new(api.clone()))
+        .add_service(LeaseServer::new(api.clone()))
+        .add_service(MaintenanceServer::new(api.clone()))
+        .into_axum_router();
+    let app = http::router(api).merge(grpc);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+}

@@ -1,1 +1,97 @@
-fn main() {}
+//! The `plinth` binary: `plinth serve` runs a node; every other subcommand is a client of one.
+
+mod config;
+mod kv;
+mod lease;
+mod output;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "plinth",
+    version,
+    about = "Infrastructure primitives on one replicated log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+/// Options every client subcommand takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "PLINTH_ENDPOINT",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub endpoint: String,
+    /// Print replies as JSON (one object a line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run a plinth node.
+    Serve(serve::ServeArgs),
+    /// The key-value store.
+    Kv {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Leases.
+    Lease {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
+    /// The node's status: revision, leader, term, applied index, WAL size.
+    Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Top::Serve(args) => serve::run(args).await,
+            Top::Kv { opts, command } => kv::run(&opts, command).await,
+            Top::Lease { opts, command } => lease::run(&opts, command).await,
+            Top::Status { opts } => output::status(&opts).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 5m ({e})"))
+}

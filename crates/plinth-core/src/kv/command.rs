@@ -84,8 +84,14 @@ pub struct Compare {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { span: KeySpan },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        span: KeySpan,
+    },
     Range(RangeRequest),
 }
 
@@ -100,11 +106,19 @@ pub struct Txn {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { span: KeySpan },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        span: KeySpan,
+    },
     Txn(Txn),
     /// Drops history up to and including `revision`.
-    Compact { revision: Revision },
+    Compact {
+        revision: Revision,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,10 +130,19 @@ pub enum TxnOpOutput {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOutput {
-    Put { prev: Option<KeyValue> },
-    Delete { deleted: Vec<KeyValue> },
-    Txn { succeeded: bool, results: Vec<TxnOpOutput> },
-    Compact { compacted_revision: Revision },
+    Put {
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        deleted: Vec<KeyValue>,
+    },
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpOutput>,
+    },
+    Compact {
+        compacted_revision: Revision,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! Every refusal of the KV primitive, with the values that caused it.
 
-use crate::limits::{KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+use crate::limits::{
+    KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
+};
 use crate::{ErrorCode, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +25,17 @@ pub enum KvError {
     #[error("lease {lease} not found (it never existed, expired or was revoked)")]
     LeaseNotFound { lease: LeaseId },
     #[error("revision {revision} is in the future; the current revision is {current}")]
-    FutureRevision { revision: Revision, current: Revision },
-    #[error("revision {revision} has been compacted; history starts after revision {compacted_revision}")]
-    Compacted { revision: Revision, compacted_revision: Revision },
+    FutureRevision {
+        revision: Revision,
+        current: Revision,
+    },
+    #[error(
+        "revision {revision} has been compacted; history starts after revision {compacted_revision}"
+    )]
+    Compacted {
+        revision: Revision,
+        compacted_revision: Revision,
+    },
 }
 
 impl KvError {

@@ -57,7 +57,9 @@ impl KvState {
                 let prev = self.put(key, value, *lease, ctx);
                 Ok(KvOutput::Put { prev })
             }
-            KvCommand::Delete { span } => Ok(KvOutput::Delete { deleted: self.delete(span, ctx) }),
+            KvCommand::Delete { span } => Ok(KvOutput::Delete {
+                deleted: self.delete(span, ctx),
+            }),
             KvCommand::Txn(txn) => self.txn(txn, leases, ctx),
             KvCommand::Compact { revision } => {
                 let current = ctx.revision.0.saturating_sub(1);
@@ -68,7 +70,9 @@ impl KvState {
                     });
                 }
                 self.compact(*revision);
-                Ok(KvOutput::Compact { compacted_revision: self.compacted_revision })
+                Ok(KvOutput::Compact {
+                    compacted_revision: self.compacted_revision,
+                })
             }
         }
     }
@@ -80,9 +84,15 @@ impl KvState {
     pub fn range(&self, request: &RangeRequest) -> Result<RangeOutput, KvError> {
         check_span(&request.span)?;
         if request.limit as usize > RANGE_LIMIT_MAX {
-            return Err(KvError::LimitTooLarge { limit: request.limit });
+            return Err(KvError::LimitTooLarge {
+                limit: request.limit,
+            });
         }
-        let limit = if request.limit == 0 { RANGE_LIMIT_MAX } else { request.limit as usize };
+        let limit = if request.limit == 0 {
+            RANGE_LIMIT_MAX
+        } else {
+            request.limit as usize
+        };
         let mut kvs = Vec::new();
         let mut count = 0u64;
         for kv in self.span_iter(&request.span) {
@@ -109,8 +119,24 @@ impl KvState {
                 compacted_revision: self.compacted_revision,
             });
         }
-        let start = self.history.partition_point(|h| h.event.revision() <= after);
-        Ok(self.history.iter().skip(start).take(max).map(|h| h.event.clone()).collect())
+        let start = self
+            .history
+            .partition_point(|h| h.event.revision() <= after);
+        Ok(self
+            .history
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|h| h.event.clone())
+            .collect())
+    }
+
+    /// The keys carrying `lease`, in key order.
+    pub fn lease_keys(&self, lease: LeaseId) -> Vec<Vec<u8>> {
+        self.by_lease
+            .get(&lease)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn compacted_revision(&self) -> Revision {
@@ -157,9 +183,14 @@ impl KvState {
             );
             assert!(kv.version >= 1, "K1: key {key:?} has version 0");
             if let Some(lease) = kv.lease {
-                assert!(leases.is_alive(lease), "K2: key {key:?} carries dead lease {lease}");
                 assert!(
-                    self.by_lease.get(&lease).is_some_and(|keys| keys.contains(key)),
+                    leases.is_alive(lease),
+                    "K2: key {key:?} carries dead lease {lease}"
+                );
+                assert!(
+                    self.by_lease
+                        .get(&lease)
+                        .is_some_and(|keys| keys.contains(key)),
                     "K2: key {key:?} missing from the index of lease {lease}"
                 );
             }
@@ -190,7 +221,11 @@ impl KvState {
         if revision <= self.compacted_revision {
             return;
         }
-        while self.history.front().is_some_and(|h| h.event.revision() <= revision) {
+        while self
+            .history
+            .front()
+            .is_some_and(|h| h.event.revision() <= revision)
+        {
             self.history.pop_front();
         }
         self.compacted_revision = revision;
@@ -213,7 +248,13 @@ impl KvState {
         }
     }
 
-    fn put(&mut self, key: &[u8], value: &[u8], lease: Option<LeaseId>, ctx: &mut Ctx) -> Option<KeyValue> {
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+        ctx: &mut Ctx,
+    ) -> Option<KeyValue> {
         let prev = self.map.get(key).cloned();
         let (create_revision, version) = match &prev {
             Some(p) => (p.create_revision, p.version + 1),
@@ -234,13 +275,21 @@ impl KvState {
             lease,
         };
         self.map.insert(key.to_vec(), kv.clone());
-        self.record(Event { kind: EventKind::Put, kv }, ctx);
+        self.record(
+            Event {
+                kind: EventKind::Put,
+                kv,
+            },
+            ctx,
+        );
         prev
     }
 
     fn delete(&mut self, span: &KeySpan, ctx: &mut Ctx) -> Vec<KeyValue> {
         let keys: Vec<Vec<u8>> = self.span_iter(span).map(|kv| kv.key.clone()).collect();
-        keys.iter().filter_map(|key| self.delete_key(key, ctx)).collect()
+        keys.iter()
+            .filter_map(|key| self.delete_key(key, ctx))
+            .collect()
     }
 
     fn delete_key(&mut self, key: &[u8], ctx: &mut Ctx) -> Option<KeyValue> {
@@ -256,7 +305,13 @@ impl KvState {
             version: 0,
             lease: None,
         };
-        self.record(Event { kind: EventKind::Delete, kv: tombstone }, ctx);
+        self.record(
+            Event {
+                kind: EventKind::Delete,
+                kv: tombstone,
+            },
+            ctx,
+        );
         Some(prev)
     }
 
@@ -271,7 +326,10 @@ impl KvState {
 
     fn record(&mut self, event: Event, ctx: &mut Ctx) {
         ctx.changed = true;
-        self.history.push_back(HistoryEntry { at: ctx.clock, event: event.clone() });
+        self.history.push_back(HistoryEntry {
+            at: ctx.clock,
+            event: event.clone(),
+        });
         ctx.events.push(event);
     }
 
@@ -287,10 +345,12 @@ impl KvState {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match op {
-                TxnOp::Put { key, value, lease } => {
-                    TxnOpOutput::Put { prev: self.put(key, value, *lease, ctx) }
-                }
-                TxnOp::Delete { span } => TxnOpOutput::Delete { deleted: self.delete(span, ctx) },
+                TxnOp::Put { key, value, lease } => TxnOpOutput::Put {
+                    prev: self.put(key, value, *lease, ctx),
+                },
+                TxnOp::Delete { span } => TxnOpOutput::Delete {
+                    deleted: self.delete(span, ctx),
+                },
                 TxnOp::Range(request) => TxnOpOutput::Range(self.range(request)?),
             });
         }
@@ -305,7 +365,9 @@ impl KvState {
                 None => return false,
             },
             CompareTarget::Version(v) => kv.map_or(0, |kv| kv.version).cmp(v),
-            CompareTarget::CreateRevision(r) => kv.map_or(Revision(0), |kv| kv.create_revision).cmp(r),
+            CompareTarget::CreateRevision(r) => {
+                kv.map_or(Revision(0), |kv| kv.create_revision).cmp(r)
+            }
             CompareTarget::ModRevision(r) => kv.map_or(Revision(0), |kv| kv.mod_revision).cmp(r),
             CompareTarget::Lease(l) => kv.and_then(|kv| kv.lease).unwrap_or(LeaseId(0)).cmp(l),
         };
@@ -323,7 +385,10 @@ fn check_key(field: KeyField, key: &[u8]) -> Result<(), KvError> {
         return Err(KvError::KeyEmpty { field });
     }
     if key.len() > KEY_BYTES_MAX {
-        return Err(KvError::KeyTooLong { field, key_bytes: key.len() });
+        return Err(KvError::KeyTooLong {
+            field,
+            key_bytes: key.len(),
+        });
     }
     Ok(())
 }
@@ -331,7 +396,9 @@ fn check_key(field: KeyField, key: &[u8]) -> Result<(), KvError> {
 fn check_put(key: &[u8], value: &[u8]) -> Result<(), KvError> {
     check_key(KeyField::Key, key)?;
     if value.len() > VALUE_BYTES_MAX {
-        return Err(KvError::ValueTooLarge { value_bytes: value.len() });
+        return Err(KvError::ValueTooLarge {
+            value_bytes: value.len(),
+        });
     }
     Ok(())
 }
@@ -339,9 +406,10 @@ fn check_put(key: &[u8], value: &[u8]) -> Result<(), KvError> {
 fn check_span(span: &KeySpan) -> Result<(), KvError> {
     match span {
         KeySpan::Key(key) => check_key(KeyField::Key, key),
-        KeySpan::Prefix(prefix) if prefix.len() > KEY_BYTES_MAX => {
-            Err(KvError::KeyTooLong { field: KeyField::Prefix, key_bytes: prefix.len() })
-        }
+        KeySpan::Prefix(prefix) if prefix.len() > KEY_BYTES_MAX => Err(KvError::KeyTooLong {
+            field: KeyField::Prefix,
+            key_bytes: prefix.len(),
+        }),
         KeySpan::Prefix(_) => Ok(()),
         KeySpan::Range { start, end } => {
             check_key(KeyField::Key, start)?;
@@ -356,7 +424,9 @@ fn check_span(span: &KeySpan) -> Result<(), KvError> {
 
 fn check_txn(txn: &Txn) -> Result<(), KvError> {
     if txn.compares.len() > TXN_COMPARES_MAX {
-        return Err(KvError::TooManyCompares { compares: txn.compares.len() });
+        return Err(KvError::TooManyCompares {
+            compares: txn.compares.len(),
+        });
     }
     for compare in &txn.compares {
         check_key(KeyField::Key, &compare.key)?;
@@ -372,7 +442,9 @@ fn check_txn(txn: &Txn) -> Result<(), KvError> {
                 TxnOp::Range(request) => {
                     check_span(&request.span)?;
                     if request.limit as usize > RANGE_LIMIT_MAX {
-                        return Err(KvError::LimitTooLarge { limit: request.limit });
+                        return Err(KvError::LimitTooLarge {
+                            limit: request.limit,
+                        });
                     }
                 }
             }

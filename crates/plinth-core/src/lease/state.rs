@@ -42,16 +42,18 @@ impl LeaseState {
                 }
                 Ok(())
             }
-            LeaseCommand::KeepAlive { id } | LeaseCommand::Revoke { id } => {
-                self.check_alive(*id)
-            }
+            LeaseCommand::KeepAlive { id } | LeaseCommand::Revoke { id } => self.check_alive(*id),
             LeaseCommand::Refresh => Ok(()),
         }
     }
 
     /// Applies a validated command at log time `clock`. `Revoke` only removes the lease here; the
     /// caller releases what was attached to it in the same revision.
-    pub fn apply(&mut self, command: &LeaseCommand, clock: Millis) -> Result<LeaseOutput, LeaseError> {
+    pub fn apply(
+        &mut self,
+        command: &LeaseCommand,
+        clock: Millis,
+    ) -> Result<LeaseOutput, LeaseError> {
         self.validate(command)?;
         match command {
             LeaseCommand::Grant { id, ttl_ms } => {
@@ -61,15 +63,25 @@ impl LeaseState {
                 };
                 self.next_id = self.next_id.max(id.0 + 1);
                 let deadline = Millis(clock.0.saturating_add(*ttl_ms));
-                self.leases.insert(id, Lease { ttl_ms: *ttl_ms, deadline });
+                self.leases.insert(
+                    id,
+                    Lease {
+                        ttl_ms: *ttl_ms,
+                        deadline,
+                    },
+                );
                 self.by_deadline.insert((deadline, id));
-                Ok(LeaseOutput::Granted(self.info(id, clock).expect("just granted")))
+                Ok(LeaseOutput::Granted(
+                    self.info(id, clock).expect("just granted"),
+                ))
             }
             LeaseCommand::KeepAlive { id } => {
                 let lease = self.leases.get(id).expect("validated");
                 let deadline = Millis(clock.0.saturating_add(lease.ttl_ms));
                 self.move_deadline(*id, deadline);
-                Ok(LeaseOutput::KeptAlive(self.info(*id, clock).expect("alive")))
+                Ok(LeaseOutput::KeptAlive(
+                    self.info(*id, clock).expect("alive"),
+                ))
             }
             LeaseCommand::Revoke { id } => {
                 self.remove(*id);
@@ -79,10 +91,14 @@ impl LeaseState {
                 let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
                 for id in &ids {
                     let lease = &self.leases[id];
-                    let deadline = lease.deadline.max(Millis(clock.0.saturating_add(lease.ttl_ms)));
+                    let deadline = lease
+                        .deadline
+                        .max(Millis(clock.0.saturating_add(lease.ttl_ms)));
                     self.move_deadline(*id, deadline);
                 }
-                Ok(LeaseOutput::Refreshed { leases: ids.len() as u64 })
+                Ok(LeaseOutput::Refreshed {
+                    leases: ids.len() as u64,
+                })
             }
         }
     }
@@ -126,7 +142,10 @@ impl LeaseState {
 
     /// Every live lease in id order.
     pub fn list(&self, clock: Millis) -> Vec<LeaseInfo> {
-        self.leases.keys().filter_map(|id| self.info(*id, clock)).collect()
+        self.leases
+            .keys()
+            .filter_map(|id| self.info(*id, clock))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -156,9 +175,17 @@ impl LeaseState {
                 "L1: lease {id} missing from the deadline index at {}",
                 lease.deadline
             );
-            assert!(id.0 < self.next_id, "L2: lease {id} not below next_id {}", self.next_id);
+            assert!(
+                id.0 < self.next_id,
+                "L2: lease {id} not below next_id {}",
+                self.next_id
+            );
         }
-        assert!(self.leases.len() <= LEASES_MAX, "L3: {} leases alive", self.leases.len());
+        assert!(
+            self.leases.len() <= LEASES_MAX,
+            "L3: {} leases alive",
+            self.leases.len()
+        );
     }
 
     fn free_id(&self) -> LeaseId {

@@ -1,0 +1,241 @@
+//! Client: one connection (HTTP/2, multiplexed) and a method per call.
+
+use crate::error::Error;
+use crate::lease::KeepAlive;
+use crate::watch::{Watch, WatchOptions};
+use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
+use pb::maintenance_client::MaintenanceClient;
+use plinth_proto::v1 as pb;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// A handle to a plinth server. Cheap to clone; clones share the connection, which reconnects
+/// by itself after the server restarts.
+#[derive(Clone, Debug)]
+pub struct Client {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    maintenance: MaintenanceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint` (e.g. `http://127.0.0.1:7070`), failing if the server is not there.
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Client, Error> {
+        let endpoint = Self::endpoint(endpoint)?;
+        Ok(Client::from_channel(endpoint.connect().await?))
+    }
+
+    /// Like [`Client::connect`], but connects on first use: for clients that start before the
+    /// server does, or must outlive its restarts.
+    pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Client, Error> {
+        Ok(Client::from_channel(
+            Self::endpoint(endpoint)?.connect_lazy(),
+        ))
+    }
+
+    fn endpoint(endpoint: impl Into<String>) -> Result<Endpoint, Error> {
+        let endpoint = endpoint.into();
+        Ok(Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| {
+                Error::new(
+                    crate::Code::InvalidArgument,
+                    format!("endpoint {endpoint:?} is not a URL: {e}"),
+                )
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true))
+    }
+
+    fn from_channel(channel: Channel) -> Client {
+        Client {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            maintenance: MaintenanceClient::new(channel),
+        }
+    }
+
+    // ---- KV ----
+
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<pb::PutResponse, Error> {
+        self.put_request(pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+        })
+        .await
+    }
+
+    /// Puts a key that is deleted when `lease` ends.
+    pub async fn put_with_lease(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        lease: u64,
+    ) -> Result<pb::PutResponse, Error> {
+        self.put_request(pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease,
+        })
+        .await
+    }
+
+    pub async fn put_request(&self, request: pb::PutRequest) -> Result<pb::PutResponse, Error> {
+        Ok(self.kv.clone().put(request).await?.into_inner())
+    }
+
+    /// The key's current value, `None` if it does not exist (a linearizable read).
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<pb::KeyValue>, Error> {
+        Ok(self
+            .get_request(pb::GetRequest {
+                key: key.into(),
+                serializable: false,
+            })
+            .await?
+            .kv)
+    }
+
+    pub async fn get_request(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Error> {
+        Ok(self.kv.clone().get(request).await?.into_inner())
+    }
+
+    /// Every key starting with `prefix` (up to the server's page limit; see `more`).
+    pub async fn range_prefix(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+    ) -> Result<pb::RangeResponse, Error> {
+        self.range(pb::RangeRequest {
+            key: prefix.into(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, Error> {
+        Ok(self.kv.clone().range(request).await?.into_inner())
+    }
+
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<pb::DeleteResponse, Error> {
+        self.delete_request(pb::DeleteRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn delete_prefix(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+    ) -> Result<pb::DeleteResponse, Error> {
+        self.delete_request(pb::DeleteRequest {
+            key: prefix.into(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn delete_request(
+        &self,
+        request: pb::DeleteRequest,
+    ) -> Result<pb::DeleteResponse, Error> {
+        Ok(self.kv.clone().delete(request).await?.into_inner())
+    }
+
+    pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        Ok(self.kv.clone().txn(request).await?.into_inner())
+    }
+
+    pub async fn compact(&self, revision: u64) -> Result<pb::CompactResponse, Error> {
+        Ok(self
+            .kv
+            .clone()
+            .compact(pb::CompactRequest { revision })
+            .await?
+            .into_inner())
+    }
+
+    /// Watches keys; see [`Watch`] for the resume guarantee.
+    pub async fn watch(&self, options: WatchOptions) -> Result<Watch, Error> {
+        Watch::start(self.kv.clone(), options).await
+    }
+
+    // ---- leases ----
+
+    pub async fn lease_grant(&self, ttl: Duration) -> Result<pb::LeaseInfo, Error> {
+        let request = pb::LeaseGrantRequest {
+            ttl_ms: ttl.as_millis() as u64,
+            id: 0,
+        };
+        let reply = self.lease.clone().grant(request).await?.into_inner();
+        Ok(reply.lease.unwrap_or_default())
+    }
+
+    pub async fn lease_keep_alive(&self, id: u64) -> Result<pb::LeaseInfo, Error> {
+        let reply = self
+            .lease
+            .clone()
+            .keep_alive(pb::LeaseKeepAliveRequest { id })
+            .await?
+            .into_inner();
+        Ok(reply.lease.unwrap_or_default())
+    }
+
+    pub async fn lease_revoke(&self, id: u64) -> Result<pb::LeaseRevokeResponse, Error> {
+        Ok(self
+            .lease
+            .clone()
+            .revoke(pb::LeaseRevokeRequest { id })
+            .await?
+            .into_inner())
+    }
+
+    /// The lease's time left and, with `keys`, the keys attached to it.
+    pub async fn lease_time_to_live(
+        &self,
+        id: u64,
+        keys: bool,
+    ) -> Result<pb::LeaseTimeToLiveResponse, Error> {
+        let request = pb::LeaseTimeToLiveRequest {
+            id,
+            keys,
+            serializable: false,
+        };
+        Ok(self.lease.clone().time_to_live(request).await?.into_inner())
+    }
+
+    pub async fn lease_list(&self) -> Result<Vec<pb::LeaseInfo>, Error> {
+        Ok(self
+            .lease
+            .clone()
+            .list(pb::LeaseListRequest {
+                serializable: false,
+            })
+            .await?
+            .into_inner()
+            .leases)
+    }
+
+    /// Keeps `lease` alive in the background until the handle is dropped; the handle tells when
+    /// the lease is lost.
+    pub fn keep_alive(&self, lease: &pb::LeaseInfo) -> KeepAlive {
+        KeepAlive::start(self.clone(), lease.id, Duration::from_millis(lease.ttl_ms))
+    }
+
+    // ---- maintenance ----
+
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        Ok(self
+            .maintenance
+            .clone()
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+}

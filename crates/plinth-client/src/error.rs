@@ -1,0 +1,86 @@
+//! Error: a failed call, with the stable code of the contract and the server's sentence.
+
+use plinth_proto::v1 as pb;
+use prost::Message as _;
+use std::fmt;
+
+pub use pb::ErrorCode as Code;
+
+/// A failed call: the stable code, the field that was wrong (if any) and the server's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: Code,
+    pub field: String,
+    pub message: String,
+    /// With `COMPACTED`: history starts after this revision.
+    pub compacted_revision: u64,
+    /// With `NOT_LEADER`: the leader's address when known.
+    pub leader: String,
+}
+
+impl Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Error {
+        Error {
+            code,
+            field: String::new(),
+            message: message.into(),
+            compacted_revision: 0,
+            leader: String::new(),
+        }
+    }
+
+    /// True for failures that a retry may cure: the server is down, restarting or electing.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            Code::Unavailable | Code::NotLeader | Code::DeadlineExceeded
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str_name(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        if let Ok(detail) = pb::ErrorDetail::decode(status.details()) {
+            if let Ok(code) = Code::try_from(detail.code) {
+                if code != Code::Unspecified {
+                    return Error {
+                        code,
+                        field: detail.field,
+                        message: detail.message,
+                        compacted_revision: detail.compacted_revision,
+                        leader: detail.leader,
+                    };
+                }
+            }
+        }
+        // No plinth detail: the failure happened before our server saw the call (transport,
+        // proxy, a server going down mid-call).
+        let code = match status.code() {
+            tonic::Code::InvalidArgument => Code::InvalidArgument,
+            tonic::Code::NotFound => Code::NotFound,
+            tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+            tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+            tonic::Code::Unauthenticated => Code::Unauthenticated,
+            tonic::Code::PermissionDenied => Code::PermissionDenied,
+            tonic::Code::Internal | tonic::Code::Unimplemented | tonic::Code::DataLoss => {
+                Code::Internal
+            }
+            _ => Code::Unavailable,
+        };
+        Error::new(code, status.message().to_string())
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Error {
+        Error::new(Code::Unavailable, format!("cannot reach the server: {e}"))
+    }
+}

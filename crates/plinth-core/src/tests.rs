@@ -1,0 +1,174 @@
+//! Property tests over the whole state machine: random sequences of KV and lease commands with
+//! random (and sometimes backwards) stamps, invariants after every apply, a small model to
+//! compare with, and determinism of the snapshot bytes.
+
+use crate::kv::{Compare, CompareOp, CompareTarget, KeySpan, KvCommand, RangeRequest, Txn, TxnOp};
+use crate::lease::LeaseCommand;
+use crate::{Command, LeaseId, Millis, Output, Request, Revision, State};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec!["a", "b", "b/1", "b/2", "c", "d/x"])
+        .prop_map(|k| k.as_bytes().to_vec())
+}
+
+fn lease() -> impl Strategy<Value = Option<LeaseId>> {
+    prop_oneof![3 => Just(None), 2 => (1u64..6).prop_map(|l| Some(LeaseId(l)))]
+}
+
+fn span() -> impl Strategy<Value = KeySpan> {
+    prop_oneof![
+        key().prop_map(KeySpan::Key),
+        prop::sample::select(vec!["", "b", "b/", "d"])
+            .prop_map(|p| KeySpan::Prefix(p.as_bytes().to_vec())),
+        (key(), key()).prop_map(|(a, b)| KeySpan::Range {
+            start: a.clone().min(b.clone()),
+            end: a.max(b)
+        }),
+    ]
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        (key(), any::<u8>(), lease()).prop_map(|(key, v, lease)| TxnOp::Put {
+            key,
+            value: vec![v],
+            lease
+        }),
+        span().prop_map(|span| TxnOp::Delete { span }),
+        span().prop_map(|span| TxnOp::Range(RangeRequest {
+            span,
+            limit: 0,
+            keys_only: false,
+            count_only: false
+        })),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => (key(), any::<u8>(), lease()).prop_map(|(key, v, lease)| Command::Kv(KvCommand::Put { key, value: vec![v], lease })),
+        2 => span().prop_map(|span| Command::Kv(KvCommand::Delete { span })),
+        2 => (key(), 0u64..4, prop::collection::vec(txn_op(), 0..4), prop::collection::vec(txn_op(), 0..4)).prop_map(
+            |(key, version, then, otherwise)| Command::Kv(KvCommand::Txn(Txn {
+                compares: vec![Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) }],
+                then,
+                otherwise,
+            }))
+        ),
+        1 => (0u64..40).prop_map(|r| Command::Kv(KvCommand::Compact { revision: Revision(r) })),
+        2 => (prop::option::of(1u64..6), 400u64..3_000).prop_map(|(id, ttl_ms)| Command::Lease(LeaseCommand::Grant { id: id.map(LeaseId), ttl_ms })),
+        2 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::KeepAlive { id: LeaseId(id) })),
+        1 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::Revoke { id: LeaseId(id) })),
+        1 => Just(Command::Lease(LeaseCommand::Refresh)),
+        3 => Just(Command::Tick),
+    ]
+}
+
+/// A log: commands with stamps that mostly advance and sometimes step back (a new leader whose
+/// clock is behind), which the state machine must absorb with `max`.
+fn log() -> impl Strategy<Value = Vec<Request>> {
+    prop::collection::vec((command(), -200i64..800), 1..120).prop_map(|steps| {
+        let mut now = 1_000i64;
+        steps
+            .into_iter()
+            .map(|(command, delta)| {
+                now = (now + delta).max(0);
+                Request {
+                    stamp: Millis(now as u64),
+                    command,
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn invariants_hold_after_every_apply_and_revisions_only_grow(log in log()) {
+        let mut state = State::default();
+        // The model: the value of every key, from the events alone.
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for request in &log {
+            let before = state.revision();
+            let applied = state.apply(request);
+            state.check_invariants();
+            prop_assert!(applied.revision >= before);
+            prop_assert!(applied.revision.0 <= before.0 + 1, "one revision per command");
+            if applied.result.is_err() {
+                prop_assert_eq!(applied.revision, before, "a refused command takes no revision");
+                prop_assert!(applied.events.is_empty());
+            }
+            for event in &applied.events {
+                prop_assert_eq!(event.revision(), applied.revision);
+                match event.kind {
+                    crate::kv::EventKind::Put => { model.insert(event.kv.key.clone(), event.kv.value.clone()); }
+                    crate::kv::EventKind::Delete => { model.remove(&event.kv.key); }
+                }
+            }
+            if let Ok(Output::Tick { expired }) = &applied.result {
+                for id in expired {
+                    prop_assert!(state.kv().lease_keys(*id).is_empty());
+                }
+            }
+            let all = state.kv().range(&RangeRequest { span: KeySpan::Prefix(vec![]), limit: 0, keys_only: false, count_only: false }).unwrap();
+            let actual: BTreeMap<Vec<u8>, Vec<u8>> = all.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+            prop_assert_eq!(&actual, &model, "events replayed give the map");
+        }
+    }
+
+    #[test]
+    fn the_same_log_gives_byte_identical_snapshots(log in log()) {
+        let mut one = State::default();
+        let mut two = State::default();
+        for request in &log {
+            let a = one.apply(request);
+            let b = two.apply(request);
+            prop_assert_eq!(a, b);
+        }
+        prop_assert_eq!(one.to_snapshot(), two.to_snapshot());
+    }
+
+    #[test]
+    fn snapshot_restore_snapshot_round_trips_and_the_restored_state_goes_on_alike(log in log(), split in 0usize..120) {
+        let split = split.min(log.len());
+        let mut original = State::default();
+        for request in &log[..split] {
+            original.apply(request);
+        }
+        let bytes = original.to_snapshot();
+        let mut restored = State::from_snapshot(&bytes).unwrap();
+        prop_assert_eq!(restored.to_snapshot(), bytes);
+        for request in &log[split..] {
+            prop_assert_eq!(original.apply(request), restored.apply(request));
+        }
+        restored.check_invariants();
+        prop_assert_eq!(original.to_snapshot(), restored.to_snapshot());
+    }
+
+    #[test]
+    fn history_replays_to_the_same_events_the_applies_emitted(log in log()) {
+        let mut state = State::default();
+        let mut emitted = Vec::new();
+        for request in &log {
+            emitted.extend(state.apply(request).events);
+        }
+        let compacted = state.kv().compacted_revision();
+        let expected: Vec<_> = emitted.into_iter().filter(|e| e.revision() > compacted).collect();
+        prop_assert_eq!(state.kv().events_after(compacted, usize::MAX).unwrap(), expected);
+    }
+}
+
+#[test]
+fn a_snapshot_with_another_header_is_refused() {
+    assert!(State::from_snapshot(b"nope").is_err());
+    let mut bytes = State::default().to_snapshot();
+    bytes[4] = 9;
+    assert_eq!(
+        State::from_snapshot(&bytes).unwrap_err().to_string(),
+        "snapshot format version 9 is not supported; this build reads version 1"
+    );
+}

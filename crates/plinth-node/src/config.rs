@@ -1,0 +1,92 @@
+//! NodeConfig: what an operator chooses for a replica, and the openraft settings derived from it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::NodeError;
+
+/// Election timing for a replica whose peers are on a LAN (or absent, for a single node): a
+/// heartbeat every 50 ms and an election after 150–300 ms of silence. A single node elects itself
+/// within one election timeout, which bounds how long a restart is unavailable.
+const HEARTBEAT_MS: u64 = 50;
+const ELECTION_TIMEOUT_MS_MIN: u64 = 150;
+const ELECTION_TIMEOUT_MS_MAX: u64 = 300;
+/// Log entries kept below a snapshot so that a follower slightly behind catches up from the log
+/// instead of receiving the whole snapshot.
+const LOGS_KEPT_BELOW_SNAPSHOT_MAX: u64 = 300;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Holds `wal/` (log segments, vote, committed and purge markers) and `snapshot/`.
+    pub data_dir: PathBuf,
+    /// This replica's Raft id; it must never be reused by another replica of the same cluster.
+    pub node_id: u64,
+    /// The address other replicas and clients use to reach this node (told to followers'
+    /// clients in `NOT_LEADER`).
+    pub advertise_addr: String,
+    /// How often the leader checks whether a lease is due and proposes a `Tick`.
+    pub tick_interval: Duration,
+    /// A snapshot is taken after this many log entries since the last one; the log below it is
+    /// then purged (keeping a few hundred entries).
+    pub snapshot_logs_since_last: u64,
+    /// Whether the write-ahead log fsyncs. Off only for tests and benchmarks: without it a power
+    /// loss loses acknowledged writes.
+    pub wal_sync: bool,
+    /// A watcher with nothing to deliver gets an empty batch carrying the current revision after
+    /// this long, so it knows it is alive and how far it is.
+    pub watch_progress_interval: Duration,
+    /// Size at which a log segment is closed and a new one begun; purging deletes whole segments.
+    pub wal_segment_bytes_max: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("plinth-data"),
+            node_id: 1,
+            advertise_addr: "127.0.0.1:7070".to_owned(),
+            tick_interval: Duration::from_millis(100),
+            snapshot_logs_since_last: 10_000,
+            wal_sync: true,
+            watch_progress_interval: Duration::from_secs(10),
+            wal_segment_bytes_max: plinth_wal::WalOptions::default().segment_bytes_max,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub(crate) fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    pub(crate) fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshot")
+    }
+
+    pub(crate) fn wal_options(&self) -> plinth_wal::WalOptions {
+        plinth_wal::WalOptions { segment_bytes_max: self.wal_segment_bytes_max, sync: self.wal_sync }
+    }
+
+    /// The openraft configuration, checked by openraft's own validation.
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, NodeError> {
+        if self.snapshot_logs_since_last == 0 {
+            return Err(NodeError::Config(
+                "snapshot_logs_since_last is 0; it must be at least 1".to_owned(),
+            ));
+        }
+        let config = openraft::Config {
+            cluster_name: "plinth".to_owned(),
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
+            election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            // Never keep more than one snapshot interval, so a small interval (tests) still purges.
+            max_in_snapshot_log_to_keep: LOGS_KEPT_BELOW_SNAPSHOT_MAX
+                .min(self.snapshot_logs_since_last),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| NodeError::Config(format!("raft settings: {e}")))
+    }
+}

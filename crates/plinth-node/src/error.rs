@@ -1,0 +1,48 @@
+//! The node's operating errors (NodeError) and a watch's end (WatchError).
+//!
+//! Deterministic refusals by the state machine are not here: they travel inside
+//! [`plinth_core::Applied::result`], because they are outcomes of a committed command, the same on
+//! every replica. A `NodeError` says the command was not run (or its fate is unknown).
+
+use plinth_core::{Revision, StateError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The command breaks a limit; it was refused before reaching the log.
+    #[error(transparent)]
+    Invalid(StateError),
+    /// This node is not the leader; the caller should retry at the leader, if one is known.
+    #[error("{}", not_leader_message(*leader_id, leader_addr.as_deref()))]
+    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    /// The node cannot serve the request now (no quorum, leader changed mid-write, timeout).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The log or a snapshot could not be read or written; the node stops serving writes.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The configuration cannot work; the node did not start.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The node is shutting down or has shut down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+fn not_leader_message(leader_id: Option<u64>, leader_addr: Option<&str>) -> String {
+    match (leader_id, leader_addr) {
+        (Some(id), Some(addr)) => format!("this node is not the leader; the leader is node {id} at {addr}"),
+        (Some(id), None) => format!("this node is not the leader; the leader is node {id}"),
+        _ => "this node is not the leader and no leader is known".to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// Events the watcher still needed were compacted away; it must re-read the state and watch
+    /// again from the current revision.
+    #[error("history up to revision {compacted_revision} has been compacted; re-read and watch again")]
+    Compacted { compacted_revision: Revision },
+    /// The node shut down; the watcher should reconnect (to another node, or after a restart).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,466 @@
+//! RaftLogStorage on plinth-wal: entries live in the WAL (LSN = Raft log index, payload = postcard
+//! of the entry); the vote, the committed log id and the purge point live in small files beside
+//! the segments.
+//!
+//! Durability: an append returns once its entries are written (readable) and hands openraft's
+//! `IOFlushed` callback to the WAL's group commit, so all appends queued while one fsync runs share
+//! the next one. The vote and the purge point are written atomically and fsynced before their call
+//! returns. The committed log id is only a recovery hint (it lets a restart re-apply the log up to
+//! where it was); it is written by a background thread, never ahead of the durable log, so saving
+//! it costs the Raft core loop nothing.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use plinth_wal::{Lsn, Wal, WalError, WalOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::NodeError;
+use crate::{Entry, LogId, TypeConfig, Vote};
+
+const VOTE_FILE: &str = "raft-vote";
+const COMMITTED_FILE: &str = "raft-committed";
+const PURGED_FILE: &str = "raft-purged";
+
+/// Small state files are `magic | format version (u32 LE) | postcard body`, so a file from another
+/// program or a future format is refused by name rather than misread.
+const META_MAGIC: &[u8; 4] = b"PLNR";
+const META_VERSION: u32 = 1;
+
+/// The Raft log of one replica. Cheap to clone: openraft's log reader is a clone of the store, so
+/// replication and the state machine worker read the same WAL the core appends to.
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    wal: Wal,
+    dir: PathBuf,
+    meta: Mutex<Meta>,
+    committed: Arc<CommittedWriter>,
+}
+
+struct Meta {
+    vote: Option<Vote>,
+    /// Every entry up to and including this one is covered by a snapshot and may be gone from the
+    /// WAL. The WAL deletes whole segments only, so entries at or below it can still be on disk;
+    /// reads never return them.
+    last_purged: Option<LogId>,
+    /// The id of the last entry in the WAL, `None` when the WAL holds none.
+    last_entry: Option<LogId>,
+    /// Bumped by every truncation, so a flush callback of an append that a truncation overtook
+    /// cannot claim the truncated indexes as durable.
+    truncations: u64,
+}
+
+impl LogStore {
+    /// Opens (and recovers) the WAL in `dir` and reads the state files beside it. Blocking.
+    pub(crate) fn open(dir: &Path, opts: WalOptions) -> Result<LogStore, NodeError> {
+        let wal = Wal::open(dir, opts).map_err(|e| NodeError::Storage(e.to_string()))?;
+        let storage = |e: io::Error| NodeError::Storage(e.to_string());
+        let vote: Option<Vote> = read_meta(&dir.join(VOTE_FILE)).map_err(storage)?;
+        let last_purged: Option<LogId> = read_meta(&dir.join(PURGED_FILE)).map_err(storage)?;
+        let committed: Option<LogId> =
+            read_meta::<Option<LogId>>(&dir.join(COMMITTED_FILE)).map_err(storage)?.flatten();
+        let last_entry = read_last_entry(&wal).map_err(storage)?;
+        // What recovery found on disk is what a restart would find again: durable.
+        let flushed_next = wal.last_lsn().map_or(0, |last| last + 1);
+        let committed = CommittedWriter::start(dir.join(COMMITTED_FILE), committed, flushed_next)
+            .map_err(storage)?;
+        tracing::info!(
+            dir = %dir.display(),
+            vote = ?vote,
+            last_purged = ?last_purged,
+            last_entry = ?last_entry,
+            "opened raft log"
+        );
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                wal,
+                dir: dir.to_path_buf(),
+                meta: Mutex::new(Meta { vote, last_purged, last_entry, truncations: 0 }),
+                committed,
+            }),
+        })
+    }
+
+    pub(crate) fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// Makes everything appended durable and writes the last committed log id. Blocking; called
+    /// at shutdown after the Raft core has stopped.
+    pub(crate) fn close(&self) -> Result<(), NodeError> {
+        let synced = self.inner.wal.sync();
+        self.inner.committed.flushed(self.inner.wal.last_lsn().map_or(0, |l| l + 1));
+        self.inner.committed.stop_and_join();
+        synced.map_err(|e| NodeError::Storage(e.to_string()))
+    }
+}
+
+impl Inner {
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        // Meta is a few plain values, each assigned whole: a panic elsewhere cannot leave it torn.
+        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_entries<RB: RangeBounds<u64>>(&self, range: RB) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let purged_next = self.meta().last_purged.as_ref().map_or(0, |p| p.index + 1);
+        let start = start.max(purged_next);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let records = self.wal.read(start, end).map_err(wal_to_io)?;
+        records.into_iter().map(|(lsn, payload)| decode_entry(lsn, &payload)).collect()
+    }
+
+    fn refresh_last_entry(&self) -> io::Result<()> {
+        let last = read_last_entry(&self.wal)?;
+        self.meta().last_entry = last;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without a `close` (a node dropped without shutdown) the writer thread would wait forever.
+        self.committed.stop_and_join();
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.inner.read_entries(range)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.inner.meta().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let meta = self.inner.meta();
+        // The WAL may still hold entries at or below the purge point (whole segments only are
+        // deleted), so the last log id is whichever is later.
+        let last_log_id = meta.last_entry.max(meta.last_purged);
+        Ok(LogState { last_purged_log_id: meta.last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let inner = Arc::clone(&self.inner);
+        let vote = *vote;
+        blocking(move || {
+            write_meta(&inner.dir.join(VOTE_FILE), &vote)?;
+            // Readers see the vote only once it is durable.
+            inner.meta().vote = Some(vote);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.inner.committed.set(committed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.inner.committed.latest())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded: Vec<(Lsn, Vec<u8>)> = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let bytes = postcard::to_stdvec(&entry).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("entry {} does not encode: {e}", entry.log_id))
+            })?;
+            encoded.push((entry.log_id.index, bytes));
+            last = Some(entry.log_id);
+        }
+        let records: Vec<(Lsn, &[u8])> = encoded.iter().map(|(lsn, b)| (*lsn, b.as_slice())).collect();
+        // No fsync here: the entries are written, hence readable, when this returns.
+        self.inner.wal.append(&records).map_err(wal_to_io)?;
+
+        let generation = {
+            let mut meta = self.inner.meta();
+            if last.is_some() {
+                meta.last_entry = last;
+            }
+            meta.truncations
+        };
+        let flushed_next = last.map(|l| l.index + 1);
+        let committed = Arc::clone(&self.inner.committed);
+        let inner_meta = Arc::downgrade(&self.inner);
+        // Group commit: the WAL's flusher runs every callback queued before its fsync after that
+        // one fsync, so concurrent proposals batched by openraft (and batches queued while a sync
+        // is running) share it. The callback only hands the result on; it must not block.
+        self.inner.wal.flush_then(Box::new(move |result| {
+            if result.is_ok()
+                && let Some(next) = flushed_next
+                && inner_meta.upgrade().is_some_and(|inner| inner.meta().truncations == generation)
+            {
+                committed.flushed(next);
+            }
+            callback.io_completed(result.map_err(wal_to_io));
+        }));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            inner.meta().truncations += 1;
+            // Durable on return (the WAL syncs the cut).
+            inner.wal.truncate_from(from).map_err(wal_to_io)?;
+            inner.committed.truncated(from);
+            inner.refresh_last_entry()
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            // The purge point goes to disk first: a crash between the two steps then leaves extra
+            // entries below it (ignored), never a log that starts after its recorded purge point.
+            write_meta(&inner.dir.join(PURGED_FILE), &log_id)?;
+            inner.meta().last_purged = Some(log_id);
+            match inner.wal.last_lsn() {
+                // Purging past the end happens when an installed snapshot is ahead of this log:
+                // the log is emptied so that the next append may start after the snapshot.
+                Some(last) if log_id.index > last => {
+                    inner.meta().truncations += 1;
+                    inner.wal.truncate_from(0).map_err(wal_to_io)?;
+                }
+                _ => inner.wal.purge_upto(log_id.index).map_err(wal_to_io)?,
+            }
+            // Everything up to the purge point is in a durable snapshot.
+            inner.committed.flushed(log_id.index + 1);
+            inner.refresh_last_entry()
+        })
+        .await
+    }
+}
+
+/// Persists the last committed log id in the background, newest value wins, and only once the
+/// entry it names is durable in the WAL: a committed id beyond the local durable log would make a
+/// restart try to re-apply entries it does not have.
+struct CommittedWriter {
+    path: PathBuf,
+    state: Mutex<CommittedState>,
+    wake: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct CommittedState {
+    /// The newest value openraft saved.
+    latest: Option<LogId>,
+    /// The value in the file.
+    written: Option<LogId>,
+    /// Every entry with an index below this is durable in the WAL.
+    flushed_next: u64,
+    stop: bool,
+}
+
+impl CommittedWriter {
+    fn start(path: PathBuf, on_disk: Option<LogId>, flushed_next: u64) -> io::Result<Arc<Self>> {
+        let writer = Arc::new(CommittedWriter {
+            path,
+            state: Mutex::new(CommittedState {
+                latest: on_disk,
+                written: on_disk,
+                flushed_next,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let for_thread = Arc::clone(&writer);
+        let handle = thread::Builder::new()
+            .name("plinth-committed".to_owned())
+            .spawn(move || for_thread.run())?;
+        *writer.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        Ok(writer)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CommittedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, committed: Option<LogId>) {
+        let mut state = self.lock();
+        if committed > state.latest {
+            state.latest = committed;
+            self.wake.notify_one();
+        }
+    }
+
+    fn latest(&self) -> Option<LogId> {
+        self.lock().latest
+    }
+
+    fn flushed(&self, next: u64) {
+        let mut state = self.lock();
+        if next > state.flushed_next {
+            state.flushed_next = next;
+            if state.latest != state.written {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    fn truncated(&self, from: u64) {
+        let mut state = self.lock();
+        state.flushed_next = state.flushed_next.min(from);
+    }
+
+    fn stop_and_join(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+        let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle
+            && handle.thread().id() != thread::current().id()
+            && handle.join().is_err()
+        {
+            tracing::error!("the committed-log-id writer thread panicked");
+        }
+    }
+
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            let due = state.latest != state.written
+                && state.latest.is_none_or(|c| c.index < state.flushed_next);
+            if due {
+                let value = state.latest;
+                drop(state);
+                // A failure costs only a longer replay at the next restart, so it is reported and
+                // the next value is tried; retrying this one could spin on a full disk.
+                if let Err(e) = write_meta(&self.path, &value) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not save the committed log id");
+                }
+                state = self.lock();
+                state.written = value;
+                continue;
+            }
+            if state.stop {
+                return;
+            }
+            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+fn decode_entry(lsn: Lsn, payload: &[u8]) -> io::Result<Entry> {
+    let entry: Entry = postcard::from_bytes(payload).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("log entry at index {lsn} does not decode: {e}"))
+    })?;
+    if entry.log_id.index != lsn {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("log record at index {lsn} holds the entry of index {}", entry.log_id.index),
+        ));
+    }
+    Ok(entry)
+}
+
+fn read_last_entry(wal: &Wal) -> io::Result<Option<LogId>> {
+    let Some(last) = wal.last_lsn() else {
+        return Ok(None);
+    };
+    let records = wal.read(last, last + 1).map_err(wal_to_io)?;
+    match records.first() {
+        Some((lsn, payload)) => Ok(Some(decode_entry(*lsn, payload)?.log_id)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn wal_to_io(e: WalError) -> io::Error {
+    io::Error::other(e)
+}
+
+fn encode_meta<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(META_MAGIC);
+    out.extend_from_slice(&META_VERSION.to_le_bytes());
+    postcard::to_io(value, &mut out).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    Ok(out)
+}
+
+fn write_meta<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = encode_meta(value)?;
+    plinth_wal::write_file_atomic(path, &bytes).map_err(wal_to_io)
+}
+
+fn read_meta<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    let Some(bytes) = plinth_wal::read_file(path).map_err(wal_to_io)? else {
+        return Ok(None);
+    };
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    if bytes.len() < 8 || &bytes[..4] != META_MAGIC {
+        return Err(invalid("not a plinth raft state file".to_owned()));
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version != META_VERSION {
+        return Err(invalid(format!("format version {version} is not supported; this build reads {META_VERSION}")));
+    }
+    postcard::from_bytes(&bytes[8..]).map(Some).map_err(|e| invalid(format!("does not decode: {e}")))
+}
+
+/// Runs blocking file work (fsyncs) off the async worker threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("storage task failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_files_round_trip_and_refuse_foreign_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        write_meta(&path, &Some(7u64)).unwrap();
+        assert_eq!(read_meta::<Option<u64>>(&path).unwrap(), Some(Some(7)));
+        std::fs::write(&path, b"garbage!").unwrap();
+        assert!(read_meta::<Option<u64>>(&path).is_err());
+        assert_eq!(read_meta::<u64>(&dir.path().join("absent")).unwrap(), None);
+    }
+}

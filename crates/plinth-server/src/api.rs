@@ -1,0 +1,69 @@
+//! Api: the one implementation of every call, shared by the gRPC services and the HTTP routes.
+
+use crate::error::ApiError;
+use plinth_core::{Applied, Command, Output, State};
+use plinth_node::Node;
+use plinth_proto::v1 as pb;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) node: Node,
+    /// Flips to true when the server shuts down, so that watch streams end and connections drain.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Api {
+    pub fn new(node: Node, shutdown: watch::Receiver<bool>) -> Api {
+        Api { node, shutdown }
+    }
+
+    pub(crate) fn header(&self, revision: plinth_core::Revision) -> pb::ResponseHeader {
+        let status = self.node.status();
+        pb::ResponseHeader {
+            revision: revision.0,
+            node_id: status.node_id,
+            term: status.term,
+        }
+    }
+
+    /// Proposes a command and returns its output and the header of the revision it was served
+    /// at; a deterministic refusal by the state machine becomes the caller's error.
+    pub(crate) async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<(Output, pb::ResponseHeader), ApiError> {
+        let Applied {
+            revision, result, ..
+        } = self.node.propose(command).await?;
+        let output = result?;
+        Ok((output, self.header(revision)))
+    }
+
+    /// Runs a query on the state: linearizable unless `serializable`.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        serializable: bool,
+        query: impl FnOnce(&State) -> T + Send + 'static,
+    ) -> Result<(T, pb::ResponseHeader), ApiError> {
+        let (value, revision) = self
+            .node
+            .read(!serializable, move |state| (query(state), state.revision()))
+            .await?;
+        Ok((value, self.header(revision)))
+    }
+}
+
+/// The wall clock in milliseconds, for answers that show time left (never for a decision: those
+/// use the log clock inside the state machine).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Turns an output variant that cannot follow from the command into a crash: it is a bug.
+pub(crate) fn unexpected(output: Output) -> ! {
+    panic!("the state machine answered a command with an unrelated output: {output:?}")
+}

@@ -1,0 +1,136 @@
+//! The HTTP/JSON API: `POST /v1/<primitive>/<method>` with the proto request as JSON, watch as
+//! server-sent events, errors as problem+json, and the health endpoints.
+
+use crate::api::Api;
+use crate::error::ApiError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use plinth_core::ErrorCode;
+use plinth_proto::json;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::time::Duration;
+
+/// Request bodies above this are refused before parsing; values are limited by core to 1 MiB.
+pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+macro_rules! json_routes {
+    ($router:expr, $($path:literal => $method:ident),* $(,)?) => {
+        $router $(.route(
+            $path,
+            post(|State(api): State<Api>, body: Result<Bytes, BytesRejection>| async move {
+                call(body, |request| async move { api.$method(request).await }).await
+            }),
+        ))*
+    };
+}
+
+pub fn router(api: Api) -> Router {
+    let router = json_routes!(Router::new(),
+        "/v1/kv/put" => kv_put,
+        "/v1/kv/get" => kv_get,
+        "/v1/kv/range" => kv_range,
+        "/v1/kv/delete" => kv_delete,
+        "/v1/kv/txn" => kv_txn,
+        "/v1/kv/compact" => kv_compact,
+        "/v1/lease/grant" => lease_grant,
+        "/v1/lease/keep_alive" => lease_keep_alive,
+        "/v1/lease/revoke" => lease_revoke,
+        "/v1/lease/time_to_live" => lease_time_to_live,
+        "/v1/lease/list" => lease_list,
+        "/v1/maintenance/status" => maintenance_status,
+    );
+    router
+        .route("/v1/kv/watch", post(watch))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(api)
+}
+
+/// Parses the body as the request message, runs the call, renders the reply or the problem.
+async fn call<Req, Resp, F, Fut>(body: Result<Bytes, BytesRejection>, f: F) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, ApiError>>,
+{
+    let request = match parse::<Req>(body) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    match f(request).await {
+        Ok(reply) => axum::Json(json::encode(&reply)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn parse<Req: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<Req, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ResourceExhausted,
+            "body",
+            format!("request body could not be read ({e}); the limit is {BODY_BYTES_MAX} bytes"),
+        )
+    })?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            "body",
+            "request body must be a JSON object",
+        ));
+    }
+    json::decode(value).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("request body does not match the request message: {e}"),
+        )
+    })
+}
+
+async fn watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    let request = match parse(body) {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let stream = match api.kv_watch(request).await {
+        Ok(stream) => stream,
+        Err(e) => return e.into_response(),
+    };
+    let events = stream.map(|item| {
+        let event = match item {
+            Ok(reply) => Event::default()
+                .event("watch")
+                .json_data(json::encode(&reply)),
+            Err(e) => Event::default().event("error").json_data(e.problem()),
+        };
+        Ok::<_, std::convert::Infallible>(event.expect("json values always serialize"))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn ready(State(api): State<Api>) -> Response {
+    match api.read(false, |s| s.revision()).await {
+        Ok(_) if api.node.status().leader_id.is_some() => "ready\n".into_response(),
+        Ok(_) => {
+            ApiError::new(ErrorCode::Unavailable, "", "no leader is known yet").into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

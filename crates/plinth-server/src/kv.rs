@@ -1,0 +1,234 @@
+//! The KV calls: put, get, range, delete, txn, compact and watch, and their gRPC service.
+
+use crate::api::{Api, unexpected};
+use crate::convert;
+use crate::error::ApiError;
+use futures::{Stream, StreamExt as _};
+use plinth_core::kv::{KeySpan, KvCommand, KvOutput, RangeRequest, Txn};
+use plinth_core::{Command, Output, Revision};
+use plinth_node::WatchError;
+use plinth_proto::v1 as pb;
+use std::pin::Pin;
+use tonic::{Request, Response, Status};
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, ApiError>> + Send>>;
+
+impl Api {
+    pub async fn kv_put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
+        let command = KvCommand::Put {
+            key: r.key,
+            value: r.value,
+            lease: convert::lease(r.lease),
+        };
+        match self.propose(Command::Kv(command)).await? {
+            (Output::Kv(KvOutput::Put { prev }), header) => Ok(pb::PutResponse {
+                header: Some(header),
+                prev_kv: prev.map(convert::key_value),
+            }),
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn kv_get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
+        let request = RangeRequest {
+            span: KeySpan::Key(r.key),
+            limit: 1,
+            keys_only: false,
+            count_only: false,
+        };
+        let (out, header) = self
+            .read(r.serializable, move |s| s.kv().range(&request))
+            .await?;
+        let kv = out
+            .map_err(plinth_core::StateError::from)?
+            .kvs
+            .into_iter()
+            .next();
+        Ok(pb::GetResponse {
+            header: Some(header),
+            kv: kv.map(convert::key_value),
+        })
+    }
+
+    pub async fn kv_range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, ApiError> {
+        let serializable = r.serializable;
+        let request = convert::range_request(r)?;
+        let (out, header) = self
+            .read(serializable, move |s| s.kv().range(&request))
+            .await?;
+        let out = out.map_err(plinth_core::StateError::from)?;
+        Ok(convert::range_response(out, header))
+    }
+
+    pub async fn kv_delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, ApiError> {
+        let span = convert::span(r.key, r.range_end, r.prefix)?;
+        match self
+            .propose(Command::Kv(KvCommand::Delete { span }))
+            .await?
+        {
+            (Output::Kv(KvOutput::Delete { deleted }), header) => {
+                Ok(convert::delete_response(deleted, header))
+            }
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn kv_txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, ApiError> {
+        let txn = Txn {
+            compares: r
+                .compares
+                .into_iter()
+                .map(convert::compare)
+                .collect::<Result<_, _>>()?,
+            then: r
+                .success
+                .into_iter()
+                .map(convert::txn_op)
+                .collect::<Result<_, _>>()?,
+            otherwise: r
+                .failure
+                .into_iter()
+                .map(convert::txn_op)
+                .collect::<Result<_, _>>()?,
+        };
+        match self.propose(Command::Kv(KvCommand::Txn(txn))).await? {
+            (Output::Kv(KvOutput::Txn { succeeded, results }), header) => Ok(pb::TxnResponse {
+                responses: results
+                    .into_iter()
+                    .map(|o| convert::txn_op_output(o, &header))
+                    .collect(),
+                header: Some(header),
+                succeeded,
+            }),
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn kv_compact(&self, r: pb::CompactRequest) -> Result<pb::CompactResponse, ApiError> {
+        let command = KvCommand::Compact {
+            revision: Revision(r.revision),
+        };
+        match self.propose(Command::Kv(command)).await? {
+            (Output::Kv(KvOutput::Compact { compacted_revision }), header) => {
+                Ok(pb::CompactResponse {
+                    header: Some(header),
+                    compacted_revision: compacted_revision.0,
+                })
+            }
+            (other, _) => unexpected(other),
+        }
+    }
+
+    /// Every event after `from_revision` (or from now) that matches the keys, in order, with
+    /// progress notices; ends with a `COMPACTED` error if history is gone, or when the server
+    /// shuts down.
+    pub async fn kv_watch(&self, r: pb::WatchRequest) -> Result<WatchStream, ApiError> {
+        let span = convert::span(r.key, r.range_end, r.prefix)?;
+        if let KeySpan::Key(k) = &span {
+            if k.is_empty() {
+                return Err(ApiError::invalid(
+                    "key",
+                    "key is empty; give a key, or prefix: true to watch every key",
+                ));
+            }
+        }
+        let after = match r.from_revision {
+            Some(revision) => Revision(revision),
+            None => self.read(true, |s| s.revision()).await?.0,
+        };
+        let watcher = self.node.watch(span, after).await?;
+        // The first message says where the watch starts, so a client watching "from now" can
+        // resume from there after a disconnect that comes before any event.
+        let start = pb::WatchResponse {
+            header: Some(self.header(after)),
+            events: Vec::new(),
+        };
+        let api = self.clone();
+        let stream = futures::stream::unfold(Some((watcher, api)), |state| async move {
+            let (mut watcher, mut api) = state?;
+            let next = tokio::select! {
+                next = watcher.next() => next,
+                _ = api.shutdown.wait_for(|stop| *stop) => return None,
+            };
+            match next {
+                Ok(batch) => {
+                    let response = pb::WatchResponse {
+                        header: Some(api.header(batch.revision)),
+                        events: batch.events.into_iter().map(convert::event).collect(),
+                    };
+                    Some((Ok(response), Some((watcher, api))))
+                }
+                Err(WatchError::Compacted { compacted_revision }) => {
+                    let mut e = ApiError::new(
+                        plinth_core::ErrorCode::Compacted,
+                        "from_revision",
+                        format!(
+                            "history up to revision {compacted_revision} has been compacted; read the keys again and watch from the revision of that read"
+                        ),
+                    );
+                    e.compacted_revision = compacted_revision.0;
+                    Some((Err(e), None))
+                }
+                Err(other) => Some((
+                    Err(ApiError::new(
+                        plinth_core::ErrorCode::Unavailable,
+                        "",
+                        other.to_string(),
+                    )),
+                    None,
+                )),
+            }
+        });
+        Ok(Box::pin(
+            futures::stream::once(async move { Ok(start) }).chain(stream),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Api {
+    async fn put(&self, r: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        Ok(Response::new(self.kv_put(r.into_inner()).await?))
+    }
+
+    async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        Ok(Response::new(self.kv_get(r.into_inner()).await?))
+    }
+
+    async fn range(
+        &self,
+        r: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        Ok(Response::new(self.kv_range(r.into_inner()).await?))
+    }
+
+    async fn delete(
+        &self,
+        r: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        Ok(Response::new(self.kv_delete(r.into_inner()).await?))
+    }
+
+    async fn txn(&self, r: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        Ok(Response::new(self.kv_txn(r.into_inner()).await?))
+    }
+
+    async fn compact(
+        &self,
+        r: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        Ok(Response::new(self.kv_compact(r.into_inner()).await?))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        r: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = self.kv_watch(r.into_inner()).await?;
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.map_err(Status::from)),
+        )))
+    }
+}

@@ -1,0 +1,150 @@
+//! The lease calls: grant, keep-alive, revoke, time-to-live and list, and their gRPC service.
+
+use crate::api::{Api, now_ms, unexpected};
+use crate::convert;
+use crate::error::ApiError;
+use plinth_core::lease::{LeaseCommand, LeaseOutput};
+use plinth_core::{Command, LeaseId, Millis, Output};
+use plinth_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+impl Api {
+    pub async fn lease_grant(
+        &self,
+        r: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, ApiError> {
+        let command = LeaseCommand::Grant {
+            id: convert::lease(r.id),
+            ttl_ms: r.ttl_ms,
+        };
+        match self.propose(Command::Lease(command)).await? {
+            (Output::Lease(LeaseOutput::Granted(info)), header) => Ok(pb::LeaseGrantResponse {
+                header: Some(header),
+                lease: Some(convert::lease_info(info)),
+            }),
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn lease_keep_alive(
+        &self,
+        r: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, ApiError> {
+        match self
+            .propose(Command::Lease(LeaseCommand::KeepAlive {
+                id: LeaseId(r.id),
+            }))
+            .await?
+        {
+            (Output::Lease(LeaseOutput::KeptAlive(info)), header) => {
+                Ok(pb::LeaseKeepAliveResponse {
+                    header: Some(header),
+                    lease: Some(convert::lease_info(info)),
+                })
+            }
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        r: pb::LeaseRevokeRequest,
+    ) -> Result<pb::LeaseRevokeResponse, ApiError> {
+        match self
+            .propose(Command::Lease(LeaseCommand::Revoke { id: LeaseId(r.id) }))
+            .await?
+        {
+            (Output::Lease(LeaseOutput::Revoked { .. }), header) => Ok(pb::LeaseRevokeResponse {
+                header: Some(header),
+            }),
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        r: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, ApiError> {
+        let id = LeaseId(r.id);
+        let with_keys = r.keys;
+        // Time left is shown against the wall clock: the log clock only moves when commands apply.
+        let now = now_ms();
+        let ((info, keys), header) = self
+            .read(r.serializable, move |s| {
+                let clock = s.clock().max(Millis(now));
+                let keys = if with_keys {
+                    s.kv().lease_keys(id)
+                } else {
+                    Vec::new()
+                };
+                (s.leases().info(id, clock), keys)
+            })
+            .await?;
+        let info = info.ok_or_else(|| {
+            ApiError::from(plinth_core::StateError::from(
+                plinth_core::lease::LeaseError::NotFound { id },
+            ))
+        })?;
+        Ok(pb::LeaseTimeToLiveResponse {
+            header: Some(header),
+            lease: Some(convert::lease_info(info)),
+            keys,
+        })
+    }
+
+    pub async fn lease_list(
+        &self,
+        r: pb::LeaseListRequest,
+    ) -> Result<pb::LeaseListResponse, ApiError> {
+        let now = now_ms();
+        let (leases, header) = self
+            .read(r.serializable, move |s| {
+                s.leases().list(s.clock().max(Millis(now)))
+            })
+            .await?;
+        Ok(pb::LeaseListResponse {
+            header: Some(header),
+            leases: leases.into_iter().map(convert::lease_info).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for Api {
+    async fn grant(
+        &self,
+        r: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        Ok(Response::new(self.lease_grant(r.into_inner()).await?))
+    }
+
+    async fn keep_alive(
+        &self,
+        r: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        Ok(Response::new(self.lease_keep_alive(r.into_inner()).await?))
+    }
+
+    async fn revoke(
+        &self,
+        r: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        Ok(Response::new(self.lease_revoke(r.into_inner()).await?))
+    }
+
+    async fn time_to_live(
+        &self,
+        r: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            self.lease_time_to_live(r.into_inner()).await?,
+        ))
+    }
+
+    async fn list(
+        &self,
+        r: Request<pb::LeaseListRequest>,
+    ) -> Result<Response<pb::LeaseListResponse>, Status> {
+        Ok(Response::new(self.lease_list(r.into_inner()).await?))
+    }
+}

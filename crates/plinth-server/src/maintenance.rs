@@ -1,0 +1,53 @@
+//! The maintenance calls: a node's status, and its gRPC service.
+
+use crate::api::Api;
+use crate::error::ApiError;
+use plinth_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+impl Api {
+    pub async fn maintenance_status(
+        &self,
+        _r: pb::StatusRequest,
+    ) -> Result<pb::StatusResponse, ApiError> {
+        let ((revision, compacted, keys, leases), header) = self
+            .read(true, |s| {
+                (
+                    s.revision(),
+                    s.kv().compacted_revision(),
+                    s.kv().len(),
+                    s.leases().len(),
+                )
+            })
+            .await?;
+        let status = self.node.status();
+        Ok(pb::StatusResponse {
+            header: Some(header),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: status.node_id,
+            leader_id: status.leader_id.unwrap_or(0),
+            term: status.term,
+            last_log_index: status.last_log_index,
+            applied_index: status.applied_index,
+            revision: revision.0,
+            compacted_revision: compacted.0,
+            wal_bytes: status.wal_bytes,
+            wal_fsyncs: status.wal_fsyncs,
+            wal_segments: status.wal_segments as u64,
+            keys: keys as u64,
+            leases: leases as u64,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Api {
+    async fn status(
+        &self,
+        r: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(
+            self.maintenance_status(r.into_inner()).await?,
+        ))
+    }
+}

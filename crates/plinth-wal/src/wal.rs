@@ -1,0 +1,587 @@
+//! The `Wal` handle: appends, reads, truncation, purge and the durability bookkeeping behind them.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::thread::{self, JoinHandle, ThreadId};
+
+use crate::files::{parent_dir, sync_dir};
+use crate::flusher::{self, FlushQueue};
+use crate::record::{self, Decoded, PAYLOAD_BYTES_MAX};
+use crate::segment::{Segment, segment_path};
+use crate::{Lsn, WalError, recovery};
+
+/// How the log lays out and syncs its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A segment is rolled over before a record would take it past this
+    /// size; a single record larger than this gets a segment of its own.
+    pub segment_bytes_max: u64,
+    /// Whether to fsync at all. Only tests and benchmarks turn this off:
+    /// without it nothing survives a power loss.
+    pub sync: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes_max: 64 << 20,
+            sync: true,
+        }
+    }
+}
+
+/// A segmented write-ahead log with group commit. Cheap to clone; all clones
+/// share one log, and the flusher thread stops when the last clone drops.
+#[derive(Clone)]
+pub struct Wal {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the `Wal` clones only; the flusher holds `Shared`, not this, so
+/// dropping the last clone can stop it.
+struct Handle {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    flusher_id: ThreadId,
+}
+
+pub(crate) struct Shared {
+    dir: PathBuf,
+    opts: WalOptions,
+    state: RwLock<State>,
+    /// Bumped by every change to segment contents, under the state write lock.
+    written_gen: AtomicU64,
+    /// Highest `written_gen` known to be on stable storage; lets a sync with
+    /// nothing new to cover skip the fsync.
+    durable_gen: AtomicU64,
+    fsyncs: AtomicU64,
+    /// Set on the first failed fsync or unrecoverable write. After an fsync
+    /// error the kernel may have dropped the dirty pages and cleared the error,
+    /// so a retry could falsely succeed; only re-reading the disk is safe.
+    poison: OnceLock<String>,
+    pub(crate) flush_queue: FlushQueue,
+}
+
+struct State {
+    /// In lsn order, consecutive, each non-empty; the last one is active.
+    segments: Vec<Segment>,
+}
+
+impl State {
+    fn first_lsn(&self) -> Option<Lsn> {
+        self.segments.first().map(|s| s.first_lsn)
+    }
+
+    fn last_lsn(&self) -> Option<Lsn> {
+        self.segments.last().and_then(Segment::last_lsn)
+    }
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating the directory if needed, and recovers
+    /// it: every segment is scanned and checksummed, a torn tail of the last
+    /// segment is cut off, and damage anywhere else is refused with
+    /// [`WalError::Corrupt`] naming the file and byte offset.
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal, WalError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| WalError::io(&dir, e))?;
+            if opts.sync {
+                sync_dir(&parent_dir(&dir))?;
+            }
+        }
+        let fsyncs = AtomicU64::new(0);
+        let segments = recovery::recover(&dir, opts.sync, &fsyncs)?;
+        let state = State { segments };
+        tracing::info!(
+            dir = %dir.display(),
+            first_lsn = ?state.first_lsn(),
+            last_lsn = ?state.last_lsn(),
+            segments = state.segments.len(),
+            "opened write-ahead log"
+        );
+
+        let shared = Arc::new(Shared {
+            dir,
+            opts,
+            state: RwLock::new(state),
+            written_gen: AtomicU64::new(0),
+            durable_gen: AtomicU64::new(0),
+            fsyncs,
+            poison: OnceLock::new(),
+            flush_queue: FlushQueue::default(),
+        });
+        let for_flusher = Arc::clone(&shared);
+        let flusher = thread::Builder::new()
+            .name("plinth-wal-flush".to_owned())
+            .spawn(move || flusher::run(for_flusher))
+            .map_err(|e| WalError::io(&shared.dir, e))?;
+        let flusher_id = flusher.thread().id();
+        Ok(Wal {
+            handle: Arc::new(Handle {
+                shared,
+                flusher: Some(flusher),
+                flusher_id,
+            }),
+        })
+    }
+
+    /// Appends `records`, whose lsns must be consecutive and continue the log
+    /// (`last_lsn() + 1`); on an empty log the first record may have any lsn.
+    /// The bytes are written to the file before this returns but not fsynced;
+    /// use [`Wal::flush_then`] or [`Wal::sync`] for durability. Everything is
+    /// validated before anything is written; an i/o error part way through a
+    /// batch that spans segments leaves a consecutive prefix of it appended.
+    pub fn append(&self, records: &[(Lsn, &[u8])]) -> Result<(), WalError> {
+        let shared = &self.handle.shared;
+        shared.check_poison()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut state = shared.write_state()?;
+        validate_batch(state.last_lsn(), records)?;
+
+        let mut chunk = Chunk::default();
+        for &(lsn, payload) in records {
+            let record_bytes = record::encoded_bytes(payload.len()) as u64;
+            let needs_new_segment = match state.segments.last() {
+                None => true,
+                Some(active) => {
+                    let used = active.len_bytes + chunk.bytes.len() as u64;
+                    used > 0 && used + record_bytes > shared.opts.segment_bytes_max
+                }
+            };
+            if needs_new_segment {
+                shared.write_chunk(&mut state, &mut chunk)?;
+                shared.roll_over(&mut state, lsn)?;
+            }
+            chunk.push(lsn, payload);
+        }
+        shared.write_chunk(&mut state, &mut chunk)
+    }
+
+    /// Group commit: `done` runs on the flusher thread once every record
+    /// appended before this call is durable. The flusher takes all queued
+    /// callbacks, does one fdatasync for them, then calls them in queue order,
+    /// so concurrent appenders share fsyncs. `done` must not block on this
+    /// log's flusher (it is the flusher), so it should hand off, not wait.
+    pub fn flush_then(&self, done: Box<dyn FnOnce(Result<(), WalError>) + Send + 'static>) {
+        self.handle.shared.flush_queue.push(done);
+    }
+
+    /// Blocks until everything appended so far is durable.
+    pub fn sync(&self) -> Result<(), WalError> {
+        let shared = &self.handle.shared;
+        // Waiting for the flusher from inside one of its own callbacks would
+        // wait forever, so there the sync is done directly.
+        if thread::current().id() == self.handle.flusher_id {
+            return shared.sync_appended();
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.flush_then(Box::new(move |result| {
+            // The receiver only goes away if the caller's thread died.
+            let _ = tx.send(result);
+        }));
+        rx.recv().unwrap_or(Err(WalError::Closed))
+    }
+
+    /// The records with lsn in `start..end_exclusive` that are in the log, in
+    /// order. Each is checksummed again, so damage since open is reported as
+    /// [`WalError::Corrupt`] rather than returned.
+    pub fn read(&self, start: Lsn, end_exclusive: Lsn) -> Result<Vec<(Lsn, Vec<u8>)>, WalError> {
+        let shared = &self.handle.shared;
+        let state = shared.read_state()?;
+        let mut out = Vec::new();
+        if start >= end_exclusive {
+            return Ok(out);
+        }
+        let first_segment = state.segments.partition_point(|s| s.end_lsn() <= start);
+        for segment in &state.segments[first_segment..] {
+            if segment.first_lsn >= end_exclusive {
+                break;
+            }
+            let lo = start.max(segment.first_lsn);
+            let hi = end_exclusive.min(segment.end_lsn());
+            let first = (lo - segment.first_lsn) as usize;
+            let end = (hi - segment.first_lsn) as usize;
+            read_segment_range(segment, first, end, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Lsn of the first record on disk, `None` if the log is empty.
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        self.handle.shared.state_for_stats().first_lsn()
+    }
+
+    /// Lsn of the last record, `None` if the log is empty.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.handle.shared.state_for_stats().last_lsn()
+    }
+
+    /// Removes every record with lsn >= `from` (Raft conflict truncation).
+    /// The cut, and every record still in the log, is durable on return.
+    /// A failure poisons the log: the files may no longer match its index.
+    pub fn truncate_from(&self, from: Lsn) -> Result<(), WalError> {
+        let shared = &self.handle.shared;
+        shared.check_poison()?;
+        let mut state = shared.write_state()?;
+        shared.truncate_locked(&mut state, from).inspect_err(|e| {
+            shared.poison(format!("truncation from lsn {from} failed: {e}"));
+        })
+    }
+
+    /// Deletes the oldest segments whose records are all <= `upto`, typically
+    /// once a snapshot covers them. The active segment is never deleted, so
+    /// some records <= `upto` may stay readable; `first_lsn()` always names
+    /// the first record still on disk.
+    pub fn purge_upto(&self, upto: Lsn) -> Result<(), WalError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.write_state()?;
+        let purgeable = state.segments.len().saturating_sub(1);
+        let count = state.segments[..purgeable]
+            .iter()
+            .take_while(|s| s.last_lsn().is_some_and(|last| last <= upto))
+            .count();
+        // Oldest first, each removal durable before the next, so a crash at
+        // any point leaves a consecutive log rather than a hole.
+        for _ in 0..count {
+            shared.remove_segment_file(&state.segments[0])?;
+            state.segments.remove(0);
+        }
+        if count > 0 {
+            tracing::debug!(
+                upto,
+                segments_removed = count,
+                first_lsn = ?state.first_lsn(),
+                "purged write-ahead log"
+            );
+        }
+        Ok(())
+    }
+
+    /// Data fsyncs (fdatasync of segment files) done since open, including
+    /// those at rollover, truncation and recovery; directory fsyncs are not counted.
+    pub fn fsync_count(&self) -> u64 {
+        self.handle.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of all segment files together.
+    pub fn size_bytes(&self) -> u64 {
+        let state = self.handle.shared.state_for_stats();
+        state.segments.iter().map(|s| s.len_bytes).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.handle.shared.state_for_stats().segments.len()
+    }
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.handle.shared;
+        let state = shared.state_for_stats();
+        f.debug_struct("Wal")
+            .field("dir", &shared.dir)
+            .field("first_lsn", &state.first_lsn())
+            .field("last_lsn", &state.last_lsn())
+            .field("segments", &state.segments.len())
+            .finish()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.flush_queue.shut_down();
+        // A callback may hold the last clone, making this run on the flusher
+        // itself; it exits after the current batch, and joining would deadlock.
+        if let Some(flusher) = self.flusher.take() {
+            if thread::current().id() != self.flusher_id && flusher.join().is_err() {
+                tracing::error!("write-ahead log flusher thread panicked");
+            }
+        }
+    }
+}
+
+/// Checks lsn continuity and payload sizes before anything is written.
+fn validate_batch(last_lsn: Option<Lsn>, records: &[(Lsn, &[u8])]) -> Result<(), WalError> {
+    // `None` means any lsn may come next (an empty log).
+    let mut expected = last_lsn.map(|last| last.checked_add(1).unwrap_or(last));
+    for &(lsn, payload) in records {
+        if let Some(expected) = expected.filter(|&e| e != lsn) {
+            return Err(WalError::Gap { expected, got: lsn });
+        }
+        if payload.len() > PAYLOAD_BYTES_MAX {
+            return Err(WalError::PayloadTooLarge {
+                lsn,
+                payload_bytes: payload.len() as u64,
+                payload_bytes_max: PAYLOAD_BYTES_MAX as u64,
+            });
+        }
+        // Past u64::MAX nothing can follow; expecting `lsn` again makes any
+        // further record a gap.
+        expected = Some(lsn.checked_add(1).unwrap_or(lsn));
+    }
+    Ok(())
+}
+
+/// Encoded records bound for the active segment, written with one pwrite.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Start of each record within `bytes`.
+    starts: Vec<u64>,
+}
+
+impl Chunk {
+    fn push(&mut self, lsn: Lsn, payload: &[u8]) {
+        self.starts.push(self.bytes.len() as u64);
+        record::encode_into(&mut self.bytes, lsn, payload);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.starts.clear();
+    }
+}
+
+fn read_segment_range(
+    segment: &Segment,
+    first: usize,
+    end: usize,
+    out: &mut Vec<(Lsn, Vec<u8>)>,
+) -> Result<(), WalError> {
+    let (start_byte, end_byte) = segment.byte_range(first, end);
+    let mut bytes = vec![0u8; (end_byte - start_byte) as usize];
+    segment
+        .file
+        .read_exact_at(&mut bytes, start_byte)
+        .map_err(|e| WalError::io(&segment.path, e))?;
+    let mut at = 0;
+    for index in first..end {
+        let expected_lsn = segment.first_lsn + index as u64;
+        let offset = start_byte + at as u64;
+        match record::decode(&bytes, at) {
+            Decoded::Record { lsn, payload, end } if lsn == expected_lsn => {
+                out.push((lsn, payload.to_vec()));
+                at = end;
+            }
+            Decoded::Record { lsn, .. } => {
+                return Err(WalError::corrupt(
+                    &segment.path,
+                    offset,
+                    format!("record has lsn {lsn} but lsn {expected_lsn} was expected"),
+                ));
+            }
+            damaged => {
+                return Err(WalError::corrupt(&segment.path, offset, damaged.problem()));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn check_poison(&self) -> Result<(), WalError> {
+        match self.poison.get() {
+            Some(reason) => Err(WalError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that the on-disk state is no longer known and returns the
+    /// error for the caller that hit it.
+    fn poisoned_by(&self, path: &Path, action: &str, source: std::io::Error) -> WalError {
+        self.poison(format!("{action} of {} failed: {source}", path.display()));
+        WalError::io(path, source)
+    }
+
+    /// Only the first failure is kept and logged; later ones are its fallout.
+    fn poison(&self, reason: String) {
+        if self.poison.set(reason.clone()).is_ok() {
+            tracing::error!(%reason, "write-ahead log stops accepting writes");
+        }
+    }
+
+    fn truncate_locked(&self, state: &mut State, from: Lsn) -> Result<(), WalError> {
+        match state.last_lsn() {
+            Some(last) if from <= last => {}
+            _ => return Ok(()),
+        }
+        // Newest first, each removal durable before the next and before the
+        // cut below, so a crash at any point leaves a consecutive log.
+        while let Some(segment) = state.segments.last() {
+            if segment.first_lsn < from {
+                break;
+            }
+            self.remove_segment_file(segment)?;
+            state.segments.pop();
+        }
+        self.written_gen.fetch_add(1, Ordering::Relaxed);
+        if let Some(active) = state.segments.last_mut() {
+            if active.end_lsn() > from {
+                let keep = (from - active.first_lsn) as usize;
+                let cut = active.offsets[keep];
+                active
+                    .file
+                    .set_len(cut)
+                    .map_err(|e| WalError::io(&active.path, e))?;
+                active.offsets.truncate(keep);
+                active.len_bytes = cut;
+            }
+            // Also covers unsynced appends before the cut: every segment but
+            // the active one was fsynced when it was rolled over.
+            self.sync_data(active)?;
+        }
+        let written = self.written_gen.load(Ordering::Relaxed);
+        self.durable_gen.fetch_max(written, Ordering::Relaxed);
+        tracing::debug!(from, last_lsn = ?state.last_lsn(), "truncated write-ahead log");
+        Ok(())
+    }
+
+    fn remove_segment_file(&self, segment: &Segment) -> Result<(), WalError> {
+        fs::remove_file(&segment.path).map_err(|e| WalError::io(&segment.path, e))?;
+        if self.opts.sync {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn read_state(&self) -> Result<RwLockReadGuard<'_, State>, WalError> {
+        self.state.read().map_err(|_| self.lock_poisoned())
+    }
+
+    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>, WalError> {
+        self.state.write().map_err(|_| self.lock_poisoned())
+    }
+
+    fn lock_poisoned(&self) -> WalError {
+        WalError::Poisoned {
+            reason: "a thread panicked while changing the log".to_owned(),
+        }
+    }
+
+    /// For accessors that cannot return an error: the counters they read are
+    /// updated together with the segment list, so they are coherent even
+    /// after a panic elsewhere.
+    fn state_for_stats(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sync_data(&self, segment: &Segment) -> Result<(), WalError> {
+        if !self.opts.sync {
+            return Ok(());
+        }
+        segment
+            .file
+            .sync_data()
+            .map_err(|e| self.poisoned_by(&segment.path, "fdatasync", e))?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable with at most one fdatasync.
+    /// Only the active segment can hold unsynced records (rollover syncs the
+    /// old one), so syncing it suffices. The sync runs outside the state lock
+    /// so appends continue meanwhile; they are simply not covered by it.
+    pub(crate) fn sync_appended(&self) -> Result<(), WalError> {
+        self.check_poison()?;
+        let (file, path, target_gen) = {
+            let state = self.read_state()?;
+            let written = self.written_gen.load(Ordering::Relaxed);
+            if self.durable_gen.load(Ordering::Relaxed) >= written {
+                return Ok(());
+            }
+            match state.segments.last() {
+                Some(active) => (Arc::clone(&active.file), active.path.clone(), written),
+                None => {
+                    self.durable_gen.fetch_max(written, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        };
+        if self.opts.sync {
+            file.sync_data()
+                .map_err(|e| self.poisoned_by(&path, "fdatasync", e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.durable_gen.fetch_max(target_gen, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the chunk at the end of the active segment with one pwrite and
+    /// indexes its records.
+    fn write_chunk(&self, state: &mut State, chunk: &mut Chunk) -> Result<(), WalError> {
+        if chunk.bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(active) = state.segments.last_mut() else {
+            // append always rolls over before the first push on an empty log.
+            chunk.clear();
+            return Ok(());
+        };
+        if let Err(e) = active.file.write_all_at(&chunk.bytes, active.len_bytes) {
+            // Part of the chunk may have landed; cut it so the next append
+            // does not leave stray bytes between records.
+            if let Err(cut) = active.file.set_len(active.len_bytes) {
+                return Err(self.poisoned_by(&active.path, "undo of a failed write", cut));
+            }
+            let err = WalError::io(&active.path, e);
+            if active.is_empty() {
+                // Created for this chunk; keep the invariant that segments are non-empty.
+                let path = active.path.clone();
+                state.segments.pop();
+                let _ = fs::remove_file(&path);
+            }
+            chunk.clear();
+            return Err(err);
+        }
+        let base = active.len_bytes;
+        active
+            .offsets
+            .extend(chunk.starts.iter().map(|start| base + start));
+        active.len_bytes += chunk.bytes.len() as u64;
+        self.written_gen.fetch_add(1, Ordering::Relaxed);
+        chunk.clear();
+        Ok(())
+    }
+
+    /// Starts a new active segment whose first record will be `first_lsn`.
+    /// The old segment is fsynced first, so at any time only the active
+    /// segment can hold records that are not yet durable, and the directory
+    /// is fsynced so the new file's name survives a crash.
+    fn roll_over(&self, state: &mut State, first_lsn: Lsn) -> Result<(), WalError> {
+        if let Some(previous) = state.segments.last() {
+            self.sync_data(previous)?;
+        }
+        let path = segment_path(&self.dir, first_lsn);
+        // Truncate rather than create_new: a file by this name can only be
+        // leftover from a delete that failed, as the log holds no such lsn.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| WalError::io(&path, e))?;
+        if self.opts.sync {
+            sync_dir(&self.dir)?;
+        }
+        tracing::debug!(path = %path.display(), first_lsn, "rolled over to a new segment");
+        state.segments.push(Segment {
+            path,
+            first_lsn,
+            file: Arc::new(file),
+            offsets: Vec::new(),
+            len_bytes: 0,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Recovery at open: torn tails are cut, every other kind of damage is refused.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{HEADER_BYTES, append_all, expected, segment_files, synced};
+use plinth_wal::{Wal, WalError, WalOptions};
+
+const PAYLOAD_BYTES: usize = 40;
+const RECORD_BYTES: u64 = HEADER_BYTES + PAYLOAD_BYTES as u64;
+
+/// A synced single-segment log of records 1..=n; returns its only segment file.
+fn write_log(dir: &Path, n: u64) -> PathBuf {
+    let wal = Wal::open(dir, WalOptions::default()).expect("open");
+    append_all(&wal, 1..=n, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 1);
+    files[0].clone()
+}
+
+/// A fresh directory holding `bytes` as the segment file `name`.
+fn log_with_segment(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).expect("write segment");
+    (dir, path)
+}
+
+fn open_err(dir: &Path) -> WalError {
+    Wal::open(dir, WalOptions::default()).expect_err("open must refuse the log")
+}
+
+fn assert_corrupt_at(err: &WalError, file: &Path, at: u64) {
+    match err {
+        WalError::Corrupt { path, offset, .. } => {
+            assert_eq!(path, file, "{err}");
+            assert_eq!(*offset, at, "{err}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+}
+
+#[test]
+fn a_torn_last_record_is_cut_at_every_byte_offset_and_the_log_continues() {
+    const N: u64 = 5;
+    let source = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(source.path(), N);
+    let name = segment
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let whole = fs::read(&segment).expect("read segment");
+    let last_start = (N - 1) * RECORD_BYTES;
+    assert_eq!(whole.len() as u64, N * RECORD_BYTES);
+
+    for cut in last_start..whole.len() as u64 {
+        let (dir, path) = log_with_segment(&name, &whole[..cut as usize]);
+        let wal = Wal::open(dir.path(), WalOptions::default())
+            .unwrap_or_else(|e| panic!("open with {cut} bytes: {e}"));
+        assert_eq!(wal.last_lsn(), Some(N - 1), "cut at {cut}");
+        assert_eq!(
+            wal.read(1, N + 1).expect("read"),
+            expected(1..N, 0, PAYLOAD_BYTES),
+            "cut at {cut}"
+        );
+        assert_eq!(
+            fs::metadata(&path).expect("stat").len(),
+            last_start,
+            "cut at {cut}"
+        );
+
+        append_all(&wal, N..=N, 9, PAYLOAD_BYTES);
+        wal.sync().expect("sync");
+        drop(wal);
+        let wal = Wal::open(dir.path(), WalOptions::default()).expect("reopen");
+        let mut want = expected(1..N, 0, PAYLOAD_BYTES);
+        want.extend(expected(N..=N, 9, PAYLOAD_BYTES));
+        assert_eq!(wal.read(1, N + 1).expect("read"), want, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_checksum_failure_in_the_very_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), 5);
+    let mut bytes = fs::read(&segment).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    assert_eq!(wal.last_lsn(), Some(4));
+}
+
+#[test]
+fn a_zero_filled_tail_is_a_torn_tail() {
+    // Filesystems may persist a file's new size before its data, which reads
+    // back as zeros after a crash.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), 5);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes.resize(bytes.len() + 3 * RECORD_BYTES as usize, 0);
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    assert_eq!(wal.last_lsn(), Some(5));
+    assert_eq!(
+        fs::metadata(&segment).expect("stat").len(),
+        5 * RECORD_BYTES
+    );
+}
+
+#[test]
+fn a_torn_first_record_leaves_an_empty_log_that_accepts_any_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), 1);
+    let bytes = fs::read(&segment).expect("read");
+    fs::write(&segment, &bytes[..7]).expect("write");
+
+    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (None, None));
+    assert!(segment_files(dir.path()).is_empty());
+    append_all(&wal, 50..=50, 0, 8);
+    assert_eq!(wal.first_lsn(), Some(50));
+}
+
+#[test]
+fn every_flipped_byte_of_a_middle_record_is_refused_as_corruption_at_its_offset() {
+    const N: u64 = 5;
+    let source = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(source.path(), N);
+    let name = segment
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let whole = fs::read(&segment).expect("read");
+    let middle_start = 2 * RECORD_BYTES;
+
+    for at in middle_start..middle_start + RECORD_BYTES {
+        let mut bytes = whole.clone();
+        bytes[at as usize] ^= 0xFF;
+        let (dir, path) = log_with_segment(&name, &bytes);
+        let err = open_err(dir.path());
+        assert_corrupt_at(&err, &path, middle_start);
+        // Refusing must not have modified the evidence.
+        assert_eq!(fs::read(&path).expect("read"), bytes, "flip at {at}");
+    }
+}
+
+#[test]
+fn corruption_is_reported_with_file_offset_and_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), 5);
+    let mut bytes = fs::read(&segment).expect("read");
+    let middle_start = 2 * RECORD_BYTES as usize;
+    bytes[middle_start + HEADER_BYTES as usize + 3] ^= 0x01;
+    fs::write(&segment, &bytes).expect("write");
+
+    let err = open_err(dir.path());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "write-ahead log is corrupt in {} at byte {middle_start}: checksum mismatch; \
+             refusing to start (move the file aside or restore from a replica)",
+            segment.display()
+        )
+    );
+}
+
+#[test]
+fn a_torn_end_of_an_earlier_segment_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), synced(256)).expect("open");
+    append_all(&wal, 1..=9, 0, 50);
+    drop(wal);
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3);
+    let first = fs::read(&files[0]).expect("read");
+    fs::write(&files[0], &first[..first.len() - 10]).expect("write");
+
+    let err = open_err(dir.path());
+    assert_corrupt_at(&err, &files[0], 2 * 66);
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), synced(256)).expect("open");
+    append_all(&wal, 1..=9, 0, 50);
+    drop(wal);
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[1]).expect("remove");
+
+    let err = open_err(dir.path());
+    assert_corrupt_at(&err, &files[2], 0);
+    assert!(
+        err.to_string()
+            .contains("segment starts at lsn 7 but the previous segment ends at lsn 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_segment_whose_name_disagrees_with_its_records_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), 3);
+    let renamed = dir.path().join("00000000000000000002.wal");
+    fs::rename(&segment, &renamed).expect("rename");
+
+    let err = open_err(dir.path());
+    assert_corrupt_at(&err, &renamed, 0);
+    assert!(
+        err.to_string()
+            .contains("record has lsn 1 but lsn 2 was expected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_earlier_segment_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), synced(256)).expect("open");
+    append_all(&wal, 1..=6, 0, 50);
+    drop(wal);
+    let files = segment_files(dir.path());
+    fs::write(&files[0], b"").expect("empty the first segment");
+
+    let err = open_err(dir.path());
+    assert_corrupt_at(&err, &files[0], 0);
+}

@@ -1,0 +1,40 @@
+//! The server's settings: flags, then `PLINTH_*` environment variables, then an optional TOML
+//! file, then defaults that just work.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_DATA_DIR: &str = "./plinth-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// The TOML file's keys; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub node_id: Option<u64>,
+    /// e.g. "100ms"
+    pub tick_interval: Option<String>,
+    pub snapshot_logs: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))
+    }
+
+    pub fn tick_interval(&self) -> anyhow::Result<Option<Duration>> {
+        self.tick_interval
+            .as_deref()
+            .map(|t| {
+                crate::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!("tick_interval in the config file: {e}"))
+            })
+            .transpose()
+    }
+}
