@@ -149,7 +149,8 @@ impl State {
                 if let LeaseOutput::Revoked { id } = out {
                     self.release_lease(id, ctx);
                 }
-                ctx.changed = true;
+                // A refresh with no lease alive changes nothing, so it takes no revision.
+                ctx.changed |= !matches!(out, LeaseOutput::Refreshed { leases: 0 });
                 Ok(Output::Lease(out))
             }
         }

@@ -56,9 +56,6 @@ struct Meta {
     last_purged: Option<LogId>,
     /// The id of the last entry in the WAL, `None` when the WAL holds none.
     last_entry: Option<LogId>,
-    /// Bumped by every truncation, so a flush callback of an append that a truncation overtook
-    /// cannot claim the truncated indexes as durable.
-    truncations: u64,
 }
 
 impl LogStore {
@@ -86,7 +83,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 wal,
                 dir: dir.to_path_buf(),
-                meta: Mutex::new(Meta { vote, last_purged, last_entry, truncations: 0 }),
+                meta: Mutex::new(Meta { vote, last_purged, last_entry }),
                 committed,
             }),
         })
@@ -213,25 +210,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // No fsync here: the entries are written, hence readable, when this returns.
         self.inner.wal.append(&records).map_err(wal_to_io)?;
 
-        let generation = {
-            let mut meta = self.inner.meta();
-            if last.is_some() {
-                meta.last_entry = last;
-            }
-            meta.truncations
-        };
+        if last.is_some() {
+            self.inner.meta().last_entry = last;
+        }
         let flushed_next = last.map(|l| l.index + 1);
         let committed = Arc::clone(&self.inner.committed);
-        let inner_meta = Arc::downgrade(&self.inner);
+        let generation = committed.generation();
         // Group commit: the WAL's flusher runs every callback queued before its fsync after that
         // one fsync, so concurrent proposals batched by openraft (and batches queued while a sync
         // is running) share it. The callback only hands the result on; it must not block.
         self.inner.wal.flush_then(Box::new(move |result| {
-            if result.is_ok()
-                && let Some(next) = flushed_next
-                && inner_meta.upgrade().is_some_and(|inner| inner.meta().truncations == generation)
-            {
-                committed.flushed(next);
+            if let (Ok(()), Some(next)) = (&result, flushed_next) {
+                committed.flushed_since(next, generation);
             }
             callback.io_completed(result.map_err(wal_to_io));
         }));
@@ -242,10 +232,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            inner.meta().truncations += 1;
+            inner.committed.truncated(from);
             // Durable on return (the WAL syncs the cut).
             inner.wal.truncate_from(from).map_err(wal_to_io)?;
-            inner.committed.truncated(from);
             inner.refresh_last_entry()
         })
         .await
@@ -262,7 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // Purging past the end happens when an installed snapshot is ahead of this log:
                 // the log is emptied so that the next append may start after the snapshot.
                 Some(last) if log_id.index > last => {
-                    inner.meta().truncations += 1;
+                    inner.committed.truncated(0);
                     inner.wal.truncate_from(0).map_err(wal_to_io)?;
                 }
                 _ => inner.wal.purge_upto(log_id.index).map_err(wal_to_io)?,
@@ -292,6 +281,9 @@ struct CommittedState {
     written: Option<LogId>,
     /// Every entry with an index below this is durable in the WAL.
     flushed_next: u64,
+    /// Bumped by every truncation, so the flush callback of an append that a truncation
+    /// overtook cannot claim the truncated indexes as durable.
+    generation: u64,
     stop: bool,
 }
 
@@ -303,6 +295,7 @@ impl CommittedWriter {
                 latest: on_disk,
                 written: on_disk,
                 flushed_next,
+                generation: 0,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -332,8 +325,26 @@ impl CommittedWriter {
         self.lock().latest
     }
 
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Every entry below `next` is durable.
     fn flushed(&self, next: u64) {
         let mut state = self.lock();
+        self.advance(&mut state, next);
+    }
+
+    /// Every entry below `next` that was appended in `generation` is durable; a truncation since
+    /// then voids the claim.
+    fn flushed_since(&self, next: u64, generation: u64) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            self.advance(&mut state, next);
+        }
+    }
+
+    fn advance(&self, state: &mut CommittedState, next: u64) {
         if next > state.flushed_next {
             state.flushed_next = next;
             if state.latest != state.written {
@@ -342,8 +353,10 @@ impl CommittedWriter {
         }
     }
 
+    /// Entries from `from` on are about to be removed.
     fn truncated(&self, from: u64) {
         let mut state = self.lock();
+        state.generation += 1;
         state.flushed_next = state.flushed_next.min(from);
     }
 
@@ -351,10 +364,8 @@ impl CommittedWriter {
         self.lock().stop = true;
         self.wake.notify_one();
         let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(handle) = handle
-            && handle.thread().id() != thread::current().id()
-            && handle.join().is_err()
-        {
+        let Some(handle) = handle else { return };
+        if handle.thread().id() != thread::current().id() && handle.join().is_err() {
             tracing::error!("the committed-log-id writer thread panicked");
         }
     }
