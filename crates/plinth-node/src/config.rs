@@ -64,7 +64,10 @@ impl NodeConfig {
     }
 
     pub(crate) fn wal_options(&self) -> plinth_wal::WalOptions {
-        plinth_wal::WalOptions { segment_bytes_max: self.wal_segment_bytes_max, sync: self.wal_sync }
+        plinth_wal::WalOptions {
+            segment_bytes_max: self.wal_segment_bytes_max,
+            sync: self.wal_sync,
+        }
     }
 
     /// The openraft configuration, checked by openraft's own validation.
@@ -83,6 +86,11 @@ impl NodeConfig {
             // Never keep more than one snapshot interval, so a small interval (tests) still purges.
             max_in_snapshot_log_to_keep: LOGS_KEPT_BELOW_SNAPSHOT_MAX
                 .min(self.snapshot_logs_since_last),
+            // A restarted leader runs a new election instead of resuming its old term. The state
+            // machine is in memory and the saved committed id may lag after a crash; a new term's
+            // blank entry is what re-commits (and so re-applies) the whole durable log before the
+            // first read is served. It costs one election timeout per restart.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config

@@ -13,7 +13,10 @@ pub enum NodeError {
     Invalid(StateError),
     /// This node is not the leader; the caller should retry at the leader, if one is known.
     #[error("{}", not_leader_message(*leader_id, leader_addr.as_deref()))]
-    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
     /// The node cannot serve the request now (no quorum, leader changed mid-write, timeout).
     #[error("{0}")]
     Unavailable(String),
@@ -30,7 +33,9 @@ pub enum NodeError {
 
 fn not_leader_message(leader_id: Option<u64>, leader_addr: Option<&str>) -> String {
     match (leader_id, leader_addr) {
-        (Some(id), Some(addr)) => format!("this node is not the leader; the leader is node {id} at {addr}"),
+        (Some(id), Some(addr)) => {
+            format!("this node is not the leader; the leader is node {id} at {addr}")
+        }
         (Some(id), None) => format!("this node is not the leader; the leader is node {id}"),
         _ => "this node is not the leader and no leader is known".to_owned(),
     }
@@ -40,7 +45,9 @@ fn not_leader_message(leader_id: Option<u64>, leader_addr: Option<&str>) -> Stri
 pub enum WatchError {
     /// Events the watcher still needed were compacted away; it must re-read the state and watch
     /// again from the current revision.
-    #[error("history up to revision {compacted_revision} has been compacted; re-read and watch again")]
+    #[error(
+        "history up to revision {compacted_revision} has been compacted; re-read and watch again"
+    )]
     Compacted { compacted_revision: Revision },
     /// The node shut down; the watcher should reconnect (to another node, or after a restart).
     #[error("the node is shutting down")]

@@ -69,3 +69,41 @@ pub(crate) type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub(crate) type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub(crate) type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub(crate) type Raft = openraft::Raft<TypeConfig, state_machine::StateMachineStore>;
+
+/// openraft's own conformance suite for storage, run against the real WAL-backed log store and
+/// the real state machine.
+#[cfg(test)]
+mod storage_suite {
+    use openraft::StorageError;
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use tempfile::TempDir;
+
+    use crate::TypeConfig;
+    use crate::log_store::LogStore;
+    use crate::state_machine::StateMachineStore;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
+        async fn build(
+            &self,
+        ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let opts = plinth_wal::WalOptions {
+                segment_bytes_max: 4096,
+                sync: false,
+            };
+            let log = LogStore::open(&dir.path().join("wal"), opts).expect("log store opens");
+            let sm =
+                StateMachineStore::open(&dir.path().join("snapshot")).expect("state machine opens");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_store_and_state_machine_pass_the_openraft_storage_suite() {
+        Suite::test_all(Builder)
+            .await
+            .expect("openraft storage suite");
+    }
+}

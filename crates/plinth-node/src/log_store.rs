@@ -65,8 +65,9 @@ impl LogStore {
         let storage = |e: io::Error| NodeError::Storage(e.to_string());
         let vote: Option<Vote> = read_meta(&dir.join(VOTE_FILE)).map_err(storage)?;
         let last_purged: Option<LogId> = read_meta(&dir.join(PURGED_FILE)).map_err(storage)?;
-        let committed: Option<LogId> =
-            read_meta::<Option<LogId>>(&dir.join(COMMITTED_FILE)).map_err(storage)?.flatten();
+        let committed: Option<LogId> = read_meta::<Option<LogId>>(&dir.join(COMMITTED_FILE))
+            .map_err(storage)?
+            .flatten();
         let last_entry = read_last_entry(&wal).map_err(storage)?;
         // What recovery found on disk is what a restart would find again: durable.
         let flushed_next = wal.last_lsn().map_or(0, |last| last + 1);
@@ -83,7 +84,11 @@ impl LogStore {
             inner: Arc::new(Inner {
                 wal,
                 dir: dir.to_path_buf(),
-                meta: Mutex::new(Meta { vote, last_purged, last_entry }),
+                meta: Mutex::new(Meta {
+                    vote,
+                    last_purged,
+                    last_entry,
+                }),
                 committed,
             }),
         })
@@ -97,7 +102,9 @@ impl LogStore {
     /// at shutdown after the Raft core has stopped.
     pub(crate) fn close(&self) -> Result<(), NodeError> {
         let synced = self.inner.wal.sync();
-        self.inner.committed.flushed(self.inner.wal.last_lsn().map_or(0, |l| l + 1));
+        self.inner
+            .committed
+            .flushed(self.inner.wal.last_lsn().map_or(0, |l| l + 1));
         self.inner.committed.stop_and_join();
         synced.map_err(|e| NodeError::Storage(e.to_string()))
     }
@@ -126,7 +133,10 @@ impl Inner {
             return Ok(Vec::new());
         }
         let records = self.wal.read(start, end).map_err(wal_to_io)?;
-        records.into_iter().map(|(lsn, payload)| decode_entry(lsn, &payload)).collect()
+        records
+            .into_iter()
+            .map(|(lsn, payload)| decode_entry(lsn, &payload))
+            .collect()
     }
 
     fn refresh_last_entry(&self) -> io::Result<()> {
@@ -164,7 +174,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The WAL may still hold entries at or below the purge point (whole segments only are
         // deleted), so the last log id is whichever is later.
         let last_log_id = meta.last_entry.max(meta.last_purged);
-        Ok(LogState { last_purged_log_id: meta.last_purged, last_log_id })
+        Ok(LogState {
+            last_purged_log_id: meta.last_purged,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -192,7 +205,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.inner.committed.latest())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -201,12 +218,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut last = None;
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("entry {} does not encode: {e}", entry.log_id))
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("entry {} does not encode: {e}", entry.log_id),
+                )
             })?;
             encoded.push((entry.log_id.index, bytes));
             last = Some(entry.log_id);
         }
-        let records: Vec<(Lsn, &[u8])> = encoded.iter().map(|(lsn, b)| (*lsn, b.as_slice())).collect();
+        let records: Vec<(Lsn, &[u8])> = encoded
+            .iter()
+            .map(|(lsn, b)| (*lsn, b.as_slice()))
+            .collect();
         // No fsync here: the entries are written, hence readable, when this returns.
         self.inner.wal.append(&records).map_err(wal_to_io)?;
 
@@ -363,7 +386,11 @@ impl CommittedWriter {
     fn stop_and_join(&self) {
         self.lock().stop = true;
         self.wake.notify_one();
-        let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let Some(handle) = handle else { return };
         if handle.thread().id() != thread::current().id() && handle.join().is_err() {
             tracing::error!("the committed-log-id writer thread panicked");
@@ -390,19 +417,28 @@ impl CommittedWriter {
             if state.stop {
                 return;
             }
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
 
 fn decode_entry(lsn: Lsn, payload: &[u8]) -> io::Result<Entry> {
     let entry: Entry = postcard::from_bytes(payload).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("log entry at index {lsn} does not decode: {e}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("log entry at index {lsn} does not decode: {e}"),
+        )
     })?;
     if entry.log_id.index != lsn {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("log record at index {lsn} holds the entry of index {}", entry.log_id.index),
+            format!(
+                "log record at index {lsn} holds the entry of index {}",
+                entry.log_id.index
+            ),
         ));
     }
     Ok(entry)
@@ -440,15 +476,24 @@ fn read_meta<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     let Some(bytes) = plinth_wal::read_file(path).map_err(wal_to_io)? else {
         return Ok(None);
     };
-    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let invalid = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
     if bytes.len() < 8 || &bytes[..4] != META_MAGIC {
         return Err(invalid("not a plinth raft state file".to_owned()));
     }
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     if version != META_VERSION {
-        return Err(invalid(format!("format version {version} is not supported; this build reads {META_VERSION}")));
+        return Err(invalid(format!(
+            "format version {version} is not supported; this build reads {META_VERSION}"
+        )));
     }
-    postcard::from_bytes(&bytes[8..]).map(Some).map_err(|e| invalid(format!("does not decode: {e}")))
+    postcard::from_bytes(&bytes[8..])
+        .map(Some)
+        .map_err(|e| invalid(format!("does not decode: {e}")))
 }
 
 /// Runs blocking file work (fsyncs) off the async worker threads.

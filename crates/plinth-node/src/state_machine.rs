@@ -56,11 +56,15 @@ pub(crate) struct SmShared {
 impl SmShared {
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, SmData> {
         // A panic while applying means a broken invariant (a bug); crashing readers too is right.
-        self.data.read().expect("state lock poisoned by a panic during apply")
+        self.data
+            .read()
+            .expect("state lock poisoned by a panic during apply")
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, SmData> {
-        self.data.write().expect("state lock poisoned by a panic during apply")
+        self.data
+            .write()
+            .expect("state lock poisoned by a panic during apply")
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<WatchMessage> {
@@ -103,20 +107,39 @@ impl StateMachineStore {
     /// Blocking.
     pub(crate) fn open(dir: &Path) -> Result<StateMachineStore, NodeError> {
         let snapshots = SnapshotDir::open(dir).map_err(|e| NodeError::Storage(e.to_string()))?;
-        let data = match snapshots.newest().map_err(|e| NodeError::Storage(e.to_string()))? {
+        let data = match snapshots
+            .newest()
+            .map_err(|e| NodeError::Storage(e.to_string()))?
+        {
             Some((meta, bytes)) => {
                 let state = State::from_snapshot(&bytes).map_err(|e| {
-                    NodeError::Storage(format!("snapshot at {:?} does not load: {e}", meta.last_log_id))
+                    NodeError::Storage(format!(
+                        "snapshot at {:?} does not load: {e}",
+                        meta.last_log_id
+                    ))
                 })?;
                 tracing::info!(last_applied = ?meta.last_log_id, revision = %state.revision(), "loaded snapshot");
-                SmData { state, last_applied: meta.last_log_id, membership: meta.last_membership }
+                SmData {
+                    state,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                }
             }
-            None => SmData { state: State::default(), last_applied: None, membership: StoredMembership::default() },
+            None => SmData {
+                state: State::default(),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
         };
         let (applied, _) = watch::channel(data.last_applied.map(|l| l.index));
         let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         Ok(StateMachineStore {
-            shared: Arc::new(SmShared { data: RwLock::new(data), applied, events, closed: AtomicBool::new(false) }),
+            shared: Arc::new(SmShared {
+                data: RwLock::new(data),
+                applied,
+                events,
+                closed: AtomicBool::new(false),
+            }),
             snapshots: Arc::new(snapshots),
         })
     }
@@ -129,7 +152,13 @@ impl StateMachineStore {
 /// The outcome handed to a caller waiting on a blank or membership entry: nothing changed. Only a
 /// future membership change waits on one; blank entries have no caller.
 fn nothing_applied(state: &State) -> Applied {
-    Applied { revision: state.revision(), result: Ok(Output::Tick { expired: Vec::new() }), events: Vec::new() }
+    Applied {
+        revision: state.revision(),
+        result: Ok(Output::Tick {
+            expired: Vec::new(),
+        }),
+        events: Vec::new(),
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -183,12 +212,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: Arc::clone(&self.shared), snapshots: Arc::clone(&self.snapshots) }
+        SnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+            snapshots: Arc::clone(&self.snapshots),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let state = State::from_snapshot(&snapshot)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot does not load: {e}")))?;
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let state = State::from_snapshot(&snapshot).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot does not load: {e}"),
+            )
+        })?;
         // Persisted before the swap: if this fails the state machine is unchanged.
         let snapshots = Arc::clone(&self.snapshots);
         let for_file = meta.clone();
@@ -201,7 +241,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // The history jumped: live watchers re-read it from where they were.
             let _ = self.shared.events.send(WatchMessage::Reset);
         }
-        self.shared.applied.send_replace(meta.last_log_id.map(|l| l.index));
+        self.shared
+            .applied
+            .send_replace(meta.last_log_id.map(|l| l.index));
         tracing::info!(last_applied = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -226,7 +268,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // the encoding (not for the file write).
         let (meta, bytes) = {
             let data = self.shared.read();
-            let meta = SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone() };
+            let meta = SnapshotMeta {
+                last_log_id: data.last_applied,
+                last_membership: data.membership.clone(),
+            };
             (meta, data.state.to_snapshot())
         };
         let snapshots = Arc::clone(&self.snapshots);
@@ -236,7 +281,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await?;
         tracing::debug!(last_applied = ?meta.last_log_id, bytes = bytes.len(), "built snapshot");
-        Ok(Snapshot { meta, snapshot: bytes })
+        Ok(Snapshot {
+            meta,
+            snapshot: bytes,
+        })
     }
 }
 
@@ -252,11 +300,16 @@ struct SnapshotDir {
 impl SnapshotDir {
     fn open(dir: &Path) -> io::Result<SnapshotDir> {
         fs::create_dir_all(dir)?;
-        Ok(SnapshotDir { dir: dir.to_path_buf(), write_lock: Mutex::new(()) })
+        Ok(SnapshotDir {
+            dir: dir.to_path_buf(),
+            write_lock: Mutex::new(()),
+        })
     }
 
     fn path(&self, next_index: u64) -> PathBuf {
-        self.dir.join(format!("{SNAPSHOT_PREFIX}{next_index:020}{SNAPSHOT_SUFFIX}"))
+        self.dir.join(format!(
+            "{SNAPSHOT_PREFIX}{next_index:020}{SNAPSHOT_SUFFIX}"
+        ))
     }
 
     /// Snapshot files by the index after their last entry, newest first.
@@ -275,14 +328,17 @@ impl SnapshotDir {
             };
             found.push((index, entry.path()));
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         Ok(found)
     }
 
     /// Writes the snapshot atomically (temporary file, fsync, rename, directory fsync), then
     /// deletes all but the newest file.
     fn write(&self, meta: &SnapshotMeta, state: &[u8]) -> io::Result<()> {
-        let _turn = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let next_index = meta.last_log_id.map_or(0, |l| l.index + 1);
         let bytes = encode_snapshot(meta, state)?;
         plinth_wal::write_file_atomic(&self.path(next_index), &bytes).map_err(io::Error::other)?;
@@ -300,7 +356,9 @@ impl SnapshotDir {
             let bytes = fs::read(&path)?;
             match decode_snapshot(&bytes) {
                 Ok(found) => return Ok(Some(found)),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "skipping a snapshot that does not decode"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "skipping a snapshot that does not decode")
+                }
             }
         }
         Ok(None)
@@ -308,7 +366,8 @@ impl SnapshotDir {
 }
 
 fn encode_snapshot(meta: &SnapshotMeta, state: &[u8]) -> io::Result<Vec<u8>> {
-    let meta_bytes = postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let meta_bytes =
+        postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let meta_len = u32::try_from(meta_bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "snapshot metadata over 4 GiB"))?;
     let mut out = Vec::with_capacity(16 + meta_bytes.len() + state.len());

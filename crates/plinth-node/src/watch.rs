@@ -27,7 +27,10 @@ const HISTORY_CHUNK_EVENTS: usize = 1024;
 #[derive(Clone, Debug)]
 pub(crate) enum WatchMessage {
     /// The events of one applied command, all at `revision`.
-    Applied { revision: Revision, events: Arc<[Event]> },
+    Applied {
+        revision: Revision,
+        events: Arc<[Event]>,
+    },
     /// The state was replaced by a snapshot: live watchers must go back to history.
     Reset,
     /// The node is shutting down.
@@ -58,7 +61,12 @@ pub struct Watcher {
 
 impl Watcher {
     /// Subscribes now; history is read by the first `next`.
-    pub(crate) fn new(sm: Arc<SmShared>, span: KeySpan, after: Revision, progress_interval: Duration) -> Watcher {
+    pub(crate) fn new(
+        sm: Arc<SmShared>,
+        span: KeySpan,
+        after: Revision,
+        progress_interval: Duration,
+    ) -> Watcher {
         let rx = sm.subscribe();
         Watcher {
             span,
@@ -92,8 +100,11 @@ impl Watcher {
                         continue;
                     }
                     self.delivered = revision;
-                    let events: Vec<Event> =
-                        events.iter().filter(|e| self.span.contains(&e.kv.key)).cloned().collect();
+                    let events: Vec<Event> = events
+                        .iter()
+                        .filter(|e| self.span.contains(&e.kv.key))
+                        .cloned()
+                        .collect();
                     if !events.is_empty() {
                         return Ok(self.sent(WatchBatch { events, revision }));
                     }
@@ -101,6 +112,7 @@ impl Watcher {
                 // Messages were dropped before this watcher read them: history still has them
                 // (or says they were compacted).
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) | Ok(Ok(WatchMessage::Reset)) => {
+                    tracing::debug!(delivered = %self.delivered, "watcher re-reads history");
                     self.live = false;
                 }
                 Ok(Ok(WatchMessage::Closed)) | Ok(Err(broadcast::error::RecvError::Closed)) => {
@@ -109,7 +121,10 @@ impl Watcher {
                 Err(_elapsed) => {
                     if let Some(revision) = self.idle_revision() {
                         self.delivered = revision;
-                        return Ok(self.sent(WatchBatch { events: Vec::new(), revision }));
+                        return Ok(self.sent(WatchBatch {
+                            events: Vec::new(),
+                            revision,
+                        }));
                     }
                     // Messages are waiting: the next recv returns at once.
                 }
@@ -126,7 +141,9 @@ impl Watcher {
     /// receiver (events are broadcast under the write lock, so none can be in flight).
     fn idle_revision(&self) -> Option<Revision> {
         let data = self.sm.read();
-        self.rx.is_empty().then(|| self.delivered.max(data.state.revision()))
+        self.rx
+            .is_empty()
+            .then(|| self.delivered.max(data.state.revision()))
     }
 
     /// The next matching events from history, or `None` once history holds nothing after
@@ -135,7 +152,8 @@ impl Watcher {
         loop {
             let chunk = {
                 let data = self.sm.read();
-                let chunk = whole_revisions_after(data.state.kv(), self.delivered, HISTORY_CHUNK_EVENTS)?;
+                let chunk =
+                    whole_revisions_after(data.state.kv(), self.delivered, HISTORY_CHUNK_EVENTS)?;
                 if chunk.is_empty() {
                     // Everything up to the state's revision is in history and has been read;
                     // anything later is still to come on the broadcast, subscribed before.
@@ -144,11 +162,20 @@ impl Watcher {
                 }
                 chunk
             };
-            let last = chunk.last().map(Event::revision).expect("chunk is not empty");
+            let last = chunk
+                .last()
+                .map(Event::revision)
+                .expect("chunk is not empty");
             self.delivered = last;
-            let events: Vec<Event> = chunk.into_iter().filter(|e| self.span.contains(&e.kv.key)).collect();
+            let events: Vec<Event> = chunk
+                .into_iter()
+                .filter(|e| self.span.contains(&e.kv.key))
+                .collect();
             if !events.is_empty() {
-                return Ok(Some(WatchBatch { events, revision: last }));
+                return Ok(Some(WatchBatch {
+                    events,
+                    revision: last,
+                }));
             }
         }
     }
@@ -157,11 +184,17 @@ impl Watcher {
 /// Up to about `max` events after `after`, ending on a whole revision so the next read (after the
 /// last revision returned) misses none of its events. A single revision larger than `max` is
 /// returned whole.
-fn whole_revisions_after(kv: &KvState, after: Revision, max: usize) -> Result<Vec<Event>, WatchError> {
+fn whole_revisions_after(
+    kv: &KvState,
+    after: Revision,
+    max: usize,
+) -> Result<Vec<Event>, WatchError> {
     let mut max = max;
     loop {
         let mut events = kv.events_after(after, max).map_err(|e| match e {
-            KvError::Compacted { compacted_revision, .. } => WatchError::Compacted { compacted_revision },
+            KvError::Compacted {
+                compacted_revision, ..
+            } => WatchError::Compacted { compacted_revision },
             other => unreachable!("events_after refuses only with Compacted, not {other:?}"),
         })?;
         if events.len() < max {

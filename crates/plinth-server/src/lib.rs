@@ -37,10 +37,24 @@ pub async fn serve(
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await
+    let mut stopping = stop_tx.subscribe();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    // A client that stops reading must not hold the shutdown hostage: after the signal,
+    // connections get DRAIN_TIMEOUT to finish, then the server stops anyway.
+    tokio::select! {
+        result = server => result,
+        _ = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("connections still open {DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
+            Ok(())
+        }
+    }
 }
+
+/// How long open connections may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -21,12 +21,34 @@ async fn put_get_range_delete_and_txn_through_the_sdk() {
     assert_eq!(c.get("app/a").await.unwrap().unwrap().value, b"1");
     assert!(c.get("missing").await.unwrap().is_none());
     let range = c.range_prefix("app/").await.unwrap();
-    assert_eq!(range.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), vec![b"app/a".to_vec(), b"app/b".to_vec()]);
+    assert_eq!(
+        range
+            .kvs
+            .iter()
+            .map(|kv| kv.key.clone())
+            .collect::<Vec<_>>(),
+        vec![b"app/a".to_vec(), b"app/b".to_vec()]
+    );
 
     let cas = |expected: u64, value: &str| pb::TxnRequest {
-        compares: vec![pb::Compare { key: b"app/a".to_vec(), op: pb::CompareOp::Equal as i32, target: Some(pb::compare::Target::Version(expected)) }],
-        success: vec![pb::RequestOp { request: Some(pb::request_op::Request::Put(pb::PutRequest { key: b"app/a".to_vec(), value: value.into(), lease: 0 })) }],
-        failure: vec![pb::RequestOp { request: Some(pb::request_op::Request::Range(pb::RangeRequest { key: b"app/a".to_vec(), ..Default::default() })) }],
+        compares: vec![pb::Compare {
+            key: b"app/a".to_vec(),
+            op: pb::CompareOp::Equal as i32,
+            target: Some(pb::compare::Target::Version(expected)),
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(pb::PutRequest {
+                key: b"app/a".to_vec(),
+                value: value.into(),
+                lease: 0,
+            })),
+        }],
+        failure: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::Range(pb::RangeRequest {
+                key: b"app/a".to_vec(),
+                ..Default::default()
+            })),
+        }],
     };
     assert!(c.txn(cas(1, "swapped")).await.unwrap().succeeded);
     let lost = c.txn(cas(1, "again")).await.unwrap();
@@ -46,15 +68,29 @@ async fn watch_from_revision_zero_replays_everything_in_order_then_follows() {
         c.put(format!("w/{i:02}"), i.to_string()).await.unwrap();
     }
     c.delete("w/00").await.unwrap();
-    let mut watch = c.watch(WatchOptions::prefix("w/").from_revision(0)).await.unwrap();
+    let mut watch = c
+        .watch(WatchOptions::prefix("w/").from_revision(0))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..21 {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(event.kv.unwrap().mod_revision);
     }
-    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "revisions in order without gaps: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "revisions in order without gaps: {seen:?}"
+    );
     let live = c.put("w/live", "x").await.unwrap().header.unwrap().revision;
-    let event = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(event.kv.unwrap().mod_revision, live);
 }
 
@@ -72,8 +108,14 @@ async fn a_watch_from_a_compacted_revision_gets_compacted_with_the_restart_revis
     };
     assert_eq!(err.code, Code::Compacted);
     assert_eq!(err.compacted_revision, 6);
-    let mut ok = c.watch(WatchOptions::key("k").from_revision(6)).await.unwrap();
-    assert_eq!(ok.next().await.unwrap().unwrap().kv.unwrap().mod_revision, 7);
+    let mut ok = c
+        .watch(WatchOptions::key("k").from_revision(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.next().await.unwrap().unwrap().kv.unwrap().mod_revision,
+        7
+    );
 }
 
 #[tokio::test]
@@ -84,7 +126,10 @@ async fn a_key_on_a_one_second_lease_is_gone_within_three_seconds() {
     c.put_with_lease("ephemeral", "x", lease.id).await.unwrap();
     let started = Instant::now();
     while c.get("ephemeral").await.unwrap().is_some() {
-        assert!(started.elapsed() < Duration::from_secs(3), "key still there after 3 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "key still there after 3 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let err = c.lease_time_to_live(lease.id, false).await.unwrap_err();
@@ -99,10 +144,19 @@ async fn keep_alive_keeps_a_lease_and_revoke_ends_it() {
     c.put_with_lease("held", "x", lease.id).await.unwrap();
     let keeper = c.keep_alive(&lease);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(c.get("held").await.unwrap().is_some(), "kept alive past its ttl");
+    assert!(
+        c.get("held").await.unwrap().is_some(),
+        "kept alive past its ttl"
+    );
     let ttl = c.lease_time_to_live(lease.id, true).await.unwrap();
     assert_eq!(ttl.keys, vec![b"held".to_vec()]);
-    assert!(c.lease_list().await.unwrap().iter().any(|l| l.id == lease.id));
+    assert!(
+        c.lease_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.id == lease.id)
+    );
     drop(keeper);
     c.lease_revoke(lease.id).await.unwrap();
     assert!(c.get("held").await.unwrap().is_none());
@@ -113,14 +167,30 @@ async fn bad_input_is_a_clear_error_and_the_server_keeps_serving() {
     let server = Server::start();
     let c = client(&server).await;
     let err = c.put(vec![b'k'; 4097], "v").await.unwrap_err();
-    assert_eq!((err.code, err.field.as_str()), (Code::InvalidArgument, "key"));
+    assert_eq!(
+        (err.code, err.field.as_str()),
+        (Code::InvalidArgument, "key")
+    );
     assert_eq!(err.message, "key is 4097 bytes; the limit is 4096");
     let err = c.put("k", vec![0u8; 1024 * 1024 + 1]).await.unwrap_err();
-    assert_eq!((err.code, err.field.as_str()), (Code::InvalidArgument, "value"));
-    assert!(err.message.contains("1048577") && err.message.contains("1048576"), "{}", err.message);
+    assert_eq!(
+        (err.code, err.field.as_str()),
+        (Code::InvalidArgument, "value")
+    );
+    assert!(
+        err.message.contains("1048577") && err.message.contains("1048576"),
+        "{}",
+        err.message
+    );
     let err = c.lease_grant(Duration::ZERO).await.unwrap_err();
-    assert_eq!((err.code, err.field.as_str()), (Code::InvalidArgument, "ttl"));
-    let err = c.lease_grant(Duration::from_secs(365 * 24 * 3600)).await.unwrap_err();
+    assert_eq!(
+        (err.code, err.field.as_str()),
+        (Code::InvalidArgument, "ttl")
+    );
+    let err = c
+        .lease_grant(Duration::from_secs(365 * 24 * 3600))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::InvalidArgument);
     let err = c.put_with_lease("k", "v", 999).await.unwrap_err();
     assert_eq!((err.code, err.field.as_str()), (Code::NotFound, "lease"));
@@ -129,16 +199,34 @@ async fn bad_input_is_a_clear_error_and_the_server_keeps_serving() {
 
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.endpoint());
-    let reply = http.post(url("/v1/kv/put")).body("{not json").send().await.unwrap();
+    let reply = http
+        .post(url("/v1/kv/put"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 400);
     assert_eq!(reply.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = reply.json().await.unwrap();
     assert_eq!(problem["code"], "INVALID_ARGUMENT");
     assert_eq!(problem["field"], "body");
-    let reply = http.post(url("/v1/kv/put")).json(&serde_json::json!({"key": "", "value": "v"})).send().await.unwrap();
+    let reply = http
+        .post(url("/v1/kv/put"))
+        .json(&serde_json::json!({"key": "", "value": "v"}))
+        .send()
+        .await
+        .unwrap();
     let problem: serde_json::Value = reply.json().await.unwrap();
-    assert_eq!((problem["code"].as_str(), problem["field"].as_str()), (Some("INVALID_ARGUMENT"), Some("key")));
-    let reply = http.post(url("/v1/lease/grant")).json(&serde_json::json!({"ttl_ms": 0})).send().await.unwrap();
+    assert_eq!(
+        (problem["code"].as_str(), problem["field"].as_str()),
+        (Some("INVALID_ARGUMENT"), Some("key"))
+    );
+    let reply = http
+        .post(url("/v1/lease/grant"))
+        .json(&serde_json::json!({"ttl_ms": 0}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 400);
 
     c.put("still", "serving").await.unwrap();
@@ -153,12 +241,37 @@ async fn http_json_mirrors_the_proto_with_text_and_base64_bytes() {
     let put: serde_json::Value = http
         .post(url("/v1/kv/put"))
         .json(&serde_json::json!({"key": "greeting", "value": "hello"}))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(put["header"]["revision"].as_u64().unwrap() >= 1);
-    http.post(url("/v1/kv/put")).json(&serde_json::json!({"key": "bin", "value_b64": "AP8="})).send().await.unwrap();
-    let got: serde_json::Value = http.post(url("/v1/kv/get")).json(&serde_json::json!({"key": "greeting"})).send().await.unwrap().json().await.unwrap();
+    http.post(url("/v1/kv/put"))
+        .json(&serde_json::json!({"key": "bin", "value_b64": "AP8="}))
+        .send()
+        .await
+        .unwrap();
+    let got: serde_json::Value = http
+        .post(url("/v1/kv/get"))
+        .json(&serde_json::json!({"key": "greeting"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["kv"]["value"], "hello");
-    let got: serde_json::Value = http.post(url("/v1/kv/get")).json(&serde_json::json!({"key": "bin"})).send().await.unwrap().json().await.unwrap();
+    let got: serde_json::Value = http
+        .post(url("/v1/kv/get"))
+        .json(&serde_json::json!({"key": "bin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["kv"]["value_b64"], "AP8=");
     let txn: serde_json::Value = http
         .post(url("/v1/kv/txn"))
@@ -166,7 +279,12 @@ async fn http_json_mirrors_the_proto_with_text_and_base64_bytes() {
             "compares": [{"key": "greeting", "op": "EQUAL", "value": "hello"}],
             "success": [{"put": {"key": "greeting", "value": "bonjour"}}],
         }))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(txn["succeeded"], true);
     let health = http.get(url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -177,23 +295,32 @@ async fn http_json_mirrors_the_proto_with_text_and_base64_bytes() {
     let mut sse = http
         .post(url("/v1/kv/watch"))
         .json(&serde_json::json!({"key": "greeting", "from_revision": 0}))
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !text.contains("bonjour") {
         assert!(Instant::now() < deadline, "no watch event over SSE: {text}");
-        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(text.contains("event: watch"));
     assert!(text.find("hello").unwrap() < text.find("bonjour").unwrap());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_all_data_and_a_watch_resumes_without_gap_or_duplicate() {
     let mut server = Server::start();
     let c = Client::connect_lazy(server.endpoint()).unwrap();
-    let mut watch = c.watch(WatchOptions::prefix("r/").from_revision(0)).await.unwrap();
+    let mut watch = c
+        .watch(WatchOptions::prefix("r/").from_revision(0))
+        .await
+        .unwrap();
     for i in 0..50 {
         c.put(format!("r/{i:03}"), i.to_string()).await.unwrap();
     }
@@ -206,7 +333,11 @@ async fn restart_keeps_all_data_and_a_watch_resumes_without_gap_or_duplicate() {
     assert_eq!(range.count, 100);
     let mut keys = Vec::new();
     while keys.len() < 100 {
-        let event = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("watch stalled").unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
         keys.push(String::from_utf8(event.kv.unwrap().key).unwrap());
     }
     let expected: Vec<String> = (0..100).map(|i| format!("r/{i:03}")).collect();
@@ -251,11 +382,17 @@ async fn the_cli_puts_gets_ranges_deletes_and_manages_leases() {
     assert_eq!(code, 1);
     let (code, _, err) = server.cli(&["lease", "grant", "0s"]);
     assert_eq!(code, 1);
-    assert!(err.contains("INVALID_ARGUMENT") && err.contains("minimum"), "{err}");
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("minimum"),
+        "{err}"
+    );
 
     let (code, out, err) = server.cli(&["status"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("revision:") && out.contains("leader:") && out.contains("wal size:"), "{out}");
+    assert!(
+        out.contains("revision:") && out.contains("leader:") && out.contains("wal size:"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -265,14 +402,26 @@ async fn cli_watch_prints_one_event_a_line() {
     c.put("cw/1", "a").await.unwrap();
     c.put("cw/2", "b").await.unwrap();
     let mut child = std::process::Command::new(Server::binary())
-        .args(["kv", "watch", "cw/", "--from-revision", "0", "--endpoint", &server.endpoint()])
+        .args([
+            "kv",
+            "watch",
+            "cw/",
+            "--from-revision",
+            "0",
+            "--endpoint",
+            &server.endpoint(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         use std::io::BufRead as _;
-        std::io::BufReader::new(stdout).lines().take(2).map(|l| l.unwrap()).collect::<Vec<_>>()
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lines.is_finished() && Instant::now() < deadline {
@@ -280,5 +429,8 @@ async fn cli_watch_prints_one_event_a_line() {
     }
     let _ = child.kill();
     let lines = lines.join().unwrap();
-    assert_eq!(lines, vec!["1 PUT cw/1 a".to_string(), "2 PUT cw/2 b".to_string()]);
+    assert_eq!(
+        lines,
+        vec!["1 PUT cw/1 a".to_string(), "2 PUT cw/2 b".to_string()]
+    );
 }

@@ -32,7 +32,9 @@ async fn every_acknowledged_put_survives_kill_9() {
                     Ok(reply) => {
                         acked.insert(key, reply.header.unwrap().revision);
                     }
-                    Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
                     Err(e) => panic!("unexpected error: {e}"),
                 }
                 n += 1;
@@ -53,10 +55,17 @@ async fn every_acknowledged_put_survives_kill_9() {
         let mine = writer.await.unwrap();
         let revisions: Vec<u64> = mine.values().copied().collect();
         // A writer's puts are sequential: their revisions strictly increase in key order.
-        assert!(revisions.windows(2).all(|w| w[0] < w[1]), "revisions of one writer out of order");
+        assert!(
+            revisions.windows(2).all(|w| w[0] < w[1]),
+            "revisions of one writer out of order"
+        );
         acked.extend(mine);
     }
-    assert!(acked.len() > 50, "too few acknowledged writes to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few acknowledged writes to mean anything: {}",
+        acked.len()
+    );
 
     let mut all = BTreeMap::new();
     let mut from = b"crash/".to_vec();
@@ -79,7 +88,11 @@ async fn every_acknowledged_put_survives_kill_9() {
         from.push(0);
     }
     for (key, revision) in &acked {
-        assert_eq!(all.get(key), Some(revision), "acknowledged put of {key} at revision {revision} was lost");
+        assert_eq!(
+            all.get(key),
+            Some(revision),
+            "acknowledged put of {key} at revision {revision} was lost"
+        );
     }
     // Every put is its own revision and nothing else takes one here: the revisions of all keys
     // present are exactly 1..=N.
@@ -87,5 +100,9 @@ async fn every_acknowledged_put_survives_kill_9() {
     revisions.sort();
     let dense: Vec<u64> = (1..=revisions.len() as u64).collect();
     assert_eq!(revisions, dense, "revisions are not dense");
-    println!("{} puts acknowledged, {} present after {KILLS} kill -9s", acked.len(), all.len());
+    println!(
+        "{} puts acknowledged, {} present after {KILLS} kill -9s",
+        acked.len(),
+        all.len()
+    );
 }

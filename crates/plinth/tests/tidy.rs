@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -23,7 +26,19 @@ fn plinth_core_uses_no_clock_no_tokio_no_hashmap_and_no_io() {
     let mut files = Vec::new();
     rust_files(&workspace().join("crates/plinth-core/src"), &mut files);
     assert!(!files.is_empty());
-    let forbidden = ["std::time", "SystemTime", "Instant", "tokio", "HashMap", "HashSet", "std::fs", "std::net", "std::io", "rand::", "thread_rng"];
+    let forbidden = [
+        "std::time",
+        "SystemTime",
+        "Instant",
+        "tokio",
+        "HashMap",
+        "HashSet",
+        "std::fs",
+        "std::net",
+        "std::io",
+        "rand::",
+        "thread_rng",
+    ];
     let mut found = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
@@ -36,10 +51,24 @@ fn plinth_core_uses_no_clock_no_tokio_no_hashmap_and_no_io() {
             }
         }
     }
-    assert!(found.is_empty(), "plinth-core must stay deterministic and pure:\n{}", found.join("\n"));
-    let manifest = std::fs::read_to_string(workspace().join("crates/plinth-core/Cargo.toml")).unwrap();
-    let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
-    assert!(!deps.contains("tokio"), "plinth-core must not depend on tokio");
+    assert!(
+        found.is_empty(),
+        "plinth-core must stay deterministic and pure:\n{}",
+        found.join("\n")
+    );
+    let manifest =
+        std::fs::read_to_string(workspace().join("crates/plinth-core/Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        !deps.contains("tokio"),
+        "plinth-core must not depend on tokio"
+    );
 }
 
 #[test]
@@ -48,8 +77,17 @@ fn every_source_file_opens_with_a_doc_line() {
     rust_files(&workspace().join("crates"), &mut files);
     let missing: Vec<String> = files
         .iter()
-        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without an opening //! line:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without an opening //! line:\n{}",
+        missing.join("\n")
+    );
 }

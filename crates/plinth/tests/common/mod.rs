@@ -21,7 +21,13 @@ impl Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("server.log");
-        let mut server = Server { child: None, data_dir, addr: "127.0.0.1:0".into(), log, _tmp: Some(tmp) };
+        let mut server = Server {
+            child: None,
+            data_dir,
+            addr: "127.0.0.1:0".into(),
+            log,
+            _tmp: Some(tmp),
+        };
         server.spawn(&[]);
         server
     }
@@ -30,7 +36,13 @@ impl Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("server.log");
-        let mut server = Server { child: None, data_dir, addr: "127.0.0.1:0".into(), log, _tmp: Some(tmp) };
+        let mut server = Server {
+            child: None,
+            data_dir,
+            addr: "127.0.0.1:0".into(),
+            log,
+            _tmp: Some(tmp),
+        };
         server.spawn(extra);
         server
     }
@@ -44,7 +56,11 @@ impl Server {
     }
 
     fn spawn(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut child = Command::new(Self::binary())
             .arg("serve")
             .arg("--data-dir")
@@ -93,11 +109,18 @@ impl Server {
     /// SIGTERM and wait for a graceful exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    assert!(status.success(), "plinth exited with {status}; log:\n{}", self.log_text());
+                    assert!(
+                        status.success(),
+                        "plinth exited with {status}; log:\n{}",
+                        self.log_text()
+                    );
                     return;
                 }
                 if Instant::now() > deadline {

@@ -1,0 +1,362 @@
+//! Node: the replica handle — start (open storage, form or rejoin the cluster, become leader),
+//! propose, read, watch, status, shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{
+    ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
+};
+use openraft::{BasicNode, ReadPolicy, ServerState};
+use plinth_core::kv::KeySpan;
+use plinth_core::lease::LeaseCommand;
+use plinth_core::{Applied, Command, Millis, Request, Revision, State};
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::log_store::LogStore;
+use crate::network::NoTransport;
+use crate::state_machine::{SmShared, StateMachineStore};
+use crate::ticker::Ticker;
+use crate::watch::Watcher;
+use crate::{LogRequest, Raft, TypeConfig};
+
+/// How long `start` waits for this node to win its election. A single node needs one election
+/// timeout (at most 300 ms); the margin covers a slow disk during recovery.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// A running replica. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    cfg: NodeConfig,
+    raft: Raft,
+    log: LogStore,
+    sm: Arc<SmShared>,
+    /// The largest stamp this node has put on a command, so stamps never go backwards even if
+    /// the wall clock does.
+    last_stamp_ms: AtomicU64,
+    shutting_down: AtomicBool,
+    ticker: Mutex<Option<Ticker>>,
+}
+
+/// A snapshot of the node's position, for health checks and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    /// Index of the last entry in the log (the first entry, the initial membership, is index 0).
+    pub last_log_index: u64,
+    /// Index of the last entry applied to the state.
+    pub applied_index: u64,
+    pub revision: Revision,
+    pub wal_bytes: u64,
+    /// Data fsyncs of the write-ahead log since this node started.
+    pub wal_fsyncs: u64,
+    pub wal_segments: usize,
+}
+
+impl Node {
+    /// Opens the data directory and runs the replica. On a fresh directory it initializes a
+    /// cluster whose only member is this node (the same call a real cluster's first node makes);
+    /// on a directory with a log it rejoins, which for a single node means electing itself.
+    /// Returns once this node is leader and its state reflects every committed entry.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let raft_config = Arc::new(cfg.raft_config()?);
+        let (log, sm) = {
+            let cfg = cfg.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+                std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+                    NodeError::Storage(format!(
+                        "cannot create data directory {}: {e}",
+                        cfg.data_dir.display()
+                    ))
+                })?;
+                let log = LogStore::open(&cfg.wal_dir(), cfg.wal_options())?;
+                let sm = StateMachineStore::open(&cfg.snapshot_dir())?;
+                Ok((log, sm))
+            })
+            .await
+            .map_err(|e| NodeError::Storage(format!("opening storage failed: {e}")))??
+        };
+        let sm_shared = sm.shared();
+        let clock = sm_shared.read().state.clock();
+        let raft = Raft::new(cfg.node_id, raft_config, NoTransport, log.clone(), sm)
+            .await
+            .map_err(from_fatal)?;
+
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                cfg,
+                raft,
+                log,
+                sm: sm_shared,
+                last_stamp_ms: AtomicU64::new(clock.0),
+                shutting_down: AtomicBool::new(false),
+                ticker: Mutex::new(None),
+            }),
+        };
+        match node.become_leader().await {
+            Ok(term) => {
+                let ticker = Ticker::spawn(
+                    Arc::downgrade(&node.inner),
+                    node.inner.cfg.tick_interval,
+                    term,
+                );
+                *node
+                    .inner
+                    .ticker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(ticker);
+                Ok(node)
+            }
+            Err(e) => {
+                node.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Initializes the cluster if the log is pristine, waits to be leader, catches up, and runs
+    /// what a new leader owes the leases. Returns the term it leads in.
+    async fn become_leader(&self) -> Result<u64, NodeError> {
+        let raft = &self.inner.raft;
+        let id = self.inner.cfg.node_id;
+        if !raft.is_initialized().await.map_err(from_fatal)? {
+            let members = BTreeMap::from([(id, BasicNode::new(&self.inner.cfg.advertise_addr))]);
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node_id = id, "initialized a single-member cluster"),
+                // Already initialized: what we wanted.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(RaftError::APIError(e)) => return Err(NodeError::Unavailable(e.to_string())),
+                Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
+            }
+        }
+        let metrics = raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(
+                |m| m.state == ServerState::Leader && m.current_leader == Some(id),
+                "become leader",
+            )
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("node {id} did not become leader: {e}")))?;
+        self.leadership_began().await?;
+        tracing::info!(node_id = id, term = metrics.current_term, "leading");
+        Ok(metrics.current_term)
+    }
+
+    /// What a node owes the leases when it starts to lead: once its state has caught up with
+    /// every committed entry, it moves every lease deadline to at least `clock + ttl`, so that a
+    /// leader whose clock runs ahead never expires a lease earlier than the old leader would have.
+    /// With no lease alive there is nothing to refresh, and an idle restart writes nothing.
+    pub(crate) async fn leadership_began(&self) -> Result<(), NodeError> {
+        self.barrier().await?;
+        let has_leases = !self.inner.sm.read().state.leases().is_empty();
+        if has_leases {
+            self.propose(Command::Lease(LeaseCommand::Refresh)).await?;
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` and returns once it is applied. A deterministic refusal by the state
+    /// machine is a successful return whose `result` is an error; `NodeError` means the command
+    /// was not applied (or, for `Unavailable` after a leader change, that its fate is unknown).
+    pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        State::validate(&command).map_err(NodeError::Invalid)?;
+        let request = Request {
+            stamp: self.stamp(),
+            command,
+        };
+        match self.inner.raft.client_write(LogRequest(request)).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(e)) => Err(from_write_error(e)),
+            Err(RaftError::Fatal(f)) => Err(from_fatal(f)),
+        }
+    }
+
+    /// Runs `f` on the state. Linearizable: openraft confirms this node still leads (read index)
+    /// and the read waits until the state has applied that index, so it sees every write
+    /// acknowledged before it began. Otherwise the local state is read at once and may be stale
+    /// (on a follower, or a deposed leader).
+    pub async fn read<T>(
+        &self,
+        linearizable: bool,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<T, NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        if linearizable {
+            self.barrier().await?;
+        }
+        let data = self.inner.sm.read();
+        Ok(f(&data.state))
+    }
+
+    /// Waits until the state reflects every entry committed before now (read index).
+    async fn barrier(&self) -> Result<(), NodeError> {
+        let linearizer = match self
+            .inner
+            .raft
+            .get_read_linearizer(ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(linearizer) => linearizer,
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(not_leader(f));
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                return Err(NodeError::Unavailable(format!(
+                    "cannot confirm leadership: {e}"
+                )));
+            }
+            Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
+        };
+        // Our own applied index, updated as each entry is applied, rather than openraft's
+        // metrics, which lag behind the state machine by a notification.
+        self.inner
+            .sm
+            .wait_applied(linearizer.read_log_id().index())
+            .await
+    }
+
+    /// Follows the KV events after revision `after` that match `span`. History is read on the
+    /// first `next`; see [`Watcher`].
+    pub async fn watch(&self, span: KeySpan, after: Revision) -> Result<Watcher, NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        Ok(Watcher::new(
+            Arc::clone(&self.inner.sm),
+            span,
+            after,
+            self.inner.cfg.watch_progress_interval,
+        ))
+    }
+
+    pub fn status(&self) -> Status {
+        let (leader_id, term, last_log_index) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.current_term, m.last_log_index)
+        };
+        let wal = self.inner.log.wal();
+        Status {
+            node_id: self.inner.cfg.node_id,
+            leader_id,
+            term,
+            last_log_index: last_log_index.unwrap_or(0),
+            applied_index: self.inner.sm.applied_index().unwrap_or(0),
+            revision: self.inner.sm.read().state.revision(),
+            wal_bytes: wal.size_bytes(),
+            wal_fsyncs: wal.fsync_count(),
+            wal_segments: wal.segment_count(),
+        }
+    }
+
+    /// Data fsyncs of the write-ahead log since this node started.
+    pub fn wal_fsync_count(&self) -> u64 {
+        self.inner.log.wal().fsync_count()
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.inner.cfg.node_id
+    }
+
+    /// Stops the ticker and Raft, ends every watcher, makes the log durable and saves the
+    /// committed position. Later calls (and calls on other clones) return at once.
+    pub async fn shutdown(&self) {
+        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ticker = self
+            .inner
+            .ticker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(ticker) = ticker {
+            ticker.stop().await;
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::error!(error = %e, "raft did not shut down cleanly");
+        }
+        self.inner.sm.close();
+        let log = self.inner.log.clone();
+        match tokio::task::spawn_blocking(move || log.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the log failed"),
+            Err(e) => tracing::error!(error = %e, "closing the log failed"),
+        }
+        tracing::info!(node_id = self.inner.cfg.node_id, "shut down");
+    }
+
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
+        Node { inner }
+    }
+
+    /// Whether this node is the leader, and in which term.
+    pub(crate) fn leader_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.inner.cfg.node_id))
+            .then_some(m.current_term)
+    }
+
+    pub(crate) fn state_machine(&self) -> &SmShared {
+        &self.inner.sm
+    }
+
+    /// The wall clock in ms since the epoch, never below a stamp this node used before.
+    fn stamp(&self) -> Millis {
+        let now = now_ms();
+        let previous = self.inner.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
+        Millis(previous.max(now))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    // A clock before 1970 is a broken host; stamping 0 keeps the log clock where it is.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
+    NodeError::NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.map(|n| n.addr),
+    }
+}
+
+fn from_write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => not_leader(f),
+        ClientWriteError::LogEntryDiscarded(f) => NodeError::Unavailable(format!(
+            "leadership changed before the write committed; it may or may not have been applied ({})",
+            not_leader(f)
+        )),
+        ClientWriteError::ChangeMembershipError(e) => NodeError::Unavailable(e.to_string()),
+        ClientWriteError::PreconditionFailed(e) => NodeError::Unavailable(e.to_string()),
+    }
+}
+
+fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
+    match f {
+        Fatal::Stopped => NodeError::ShuttingDown,
+        Fatal::StorageError(e) => NodeError::Storage(e.to_string()),
+        Fatal::Panicked => {
+            NodeError::Unavailable("the raft core panicked; restart the node".to_owned())
+        }
+    }
+}
