@@ -123,17 +123,15 @@ pub fn range_response(out: RangeOutput, header: pb::ResponseHeader) -> pb::Range
     }
 }
 
-pub fn txn_op_output(out: TxnOpOutput, header: &pb::ResponseHeader) -> pb::ResponseOp {
+pub fn txn_op_output(out: TxnOpOutput, header: pb::ResponseHeader) -> pb::ResponseOp {
     use pb::response_op::Response;
     let response = match out {
         TxnOpOutput::Put { prev } => Response::Put(pb::PutResponse {
-            header: Some(header.clone()),
+            header: Some(header),
             prev_kv: prev.map(key_value),
         }),
-        TxnOpOutput::Delete { deleted } => {
-            Response::Delete(delete_response(deleted, header.clone()))
-        }
-        TxnOpOutput::Range(out) => Response::Range(range_response(out, header.clone())),
+        TxnOpOutput::Delete { deleted } => Response::Delete(delete_response(deleted, header)),
+        TxnOpOutput::Range(out) => Response::Range(range_response(out, header)),
     };
     pb::ResponseOp {
         response: Some(response),

@@ -95,7 +95,7 @@ impl Api {
             (Output::Kv(KvOutput::Txn { succeeded, results }), header) => Ok(pb::TxnResponse {
                 responses: results
                     .into_iter()
-                    .map(|o| convert::txn_op_output(o, &header))
+                    .map(|o| convert::txn_op_output(o, header))
                     .collect(),
                 header: Some(header),
                 succeeded,

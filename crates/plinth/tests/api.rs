@@ -428,6 +428,7 @@ async fn cli_watch_prints_one_event_a_line() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = child.kill();
+    let _ = child.wait();
     let lines = lines.join().unwrap();
     assert_eq!(
         lines,
