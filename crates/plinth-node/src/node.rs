@@ -36,6 +36,9 @@ pub struct Node {
 
 pub(crate) struct NodeInner {
     cfg: NodeConfig,
+    /// Held while the node runs: two processes on one data directory would corrupt the log.
+    /// The kernel releases it when the process dies, even by `kill -9`.
+    _data_dir_lock: std::fs::File,
     raft: Raft,
     log: LogStore,
     sm: Arc<SmShared>,
@@ -70,7 +73,7 @@ impl Node {
     /// Returns once this node is leader and its state reflects every committed entry.
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let raft_config = Arc::new(cfg.raft_config()?);
-        let (log, sm) = {
+        let (data_dir_lock, log, sm) = {
             let cfg = cfg.clone();
             tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
                 std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
@@ -79,9 +82,10 @@ impl Node {
                         cfg.data_dir.display()
                     ))
                 })?;
+                let lock = lock_data_dir(&cfg.data_dir)?;
                 let log = LogStore::open(&cfg.wal_dir(), cfg.wal_options())?;
                 let sm = StateMachineStore::open(&cfg.snapshot_dir())?;
-                Ok((log, sm))
+                Ok((lock, log, sm))
             })
             .await
             .map_err(|e| NodeError::Storage(format!("opening storage failed: {e}")))??
@@ -95,6 +99,7 @@ impl Node {
         let node = Node {
             inner: Arc::new(NodeInner {
                 cfg,
+                _data_dir_lock: data_dir_lock,
                 raft,
                 log,
                 sm: sm_shared,
@@ -357,6 +362,27 @@ fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
         Fatal::StorageError(e) => NodeError::Storage(e.to_string()),
         Fatal::Panicked => {
             NodeError::Unavailable("the raft core panicked; restart the node".to_owned())
+        }
+    }
+}
+
+/// Takes the exclusive lock on `<data_dir>/LOCK`, refusing to start if another process holds it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Storage(format!(
+            "data directory {} is in use by another plinth process; stop it or choose another data directory",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(NodeError::Storage(format!("cannot lock {}: {e}", path.display())))
         }
     }
 }

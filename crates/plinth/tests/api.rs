@@ -435,3 +435,17 @@ async fn cli_watch_prints_one_event_a_line() {
         vec!["1 PUT cw/1 a".to_string(), "2 PUT cw/2 b".to_string()]
     );
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let server = Server::start();
+    let out = std::process::Command::new(Server::binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another plinth process"), "{err}");
+    client(&server).await.put("still", "mine").await.unwrap();
+}
