@@ -381,8 +381,9 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError>
             "data directory {} is in use by another plinth process; stop it or choose another data directory",
             data_dir.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(NodeError::Storage(format!("cannot lock {}: {e}", path.display())))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(NodeError::Storage(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }

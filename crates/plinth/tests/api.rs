@@ -449,3 +449,53 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     assert!(err.contains("in use by another plinth process"), "{err}");
     client(&server).await.put("still", "mine").await.unwrap();
 }
+
+#[tokio::test]
+async fn serve_reads_its_settings_from_a_toml_file_and_env_vars_override_it() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file_dir = dir.path().join("from-file");
+    let env_dir = dir.path().join("from-env");
+    let config = dir.path().join("plinth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\ntick_interval = \"50ms\"\n",
+            file_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    for (env, expected) in [(None, &file_dir), (Some(&env_dir), &env_dir)] {
+        let mut command = std::process::Command::new(Server::binary());
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(env) = env {
+            command.env("PLINTH_DATA_DIR", env);
+        }
+        let mut child = command.spawn().unwrap();
+        let line = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.contains(&expected.display().to_string()), "{line}");
+        assert!(expected.join("LOCK").exists());
+    }
+    std::fs::write(&config, "listen = 7\n").unwrap();
+    let out = std::process::Command::new(Server::binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not valid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
