@@ -48,18 +48,17 @@ impl std::error::Error for Error {}
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Error {
-        if let Ok(detail) = pb::ErrorDetail::decode(status.details()) {
-            if let Ok(code) = Code::try_from(detail.code) {
-                if code != Code::Unspecified {
-                    return Error {
-                        code,
-                        field: detail.field,
-                        message: detail.message,
-                        compacted_revision: detail.compacted_revision,
-                        leader: detail.leader,
-                    };
-                }
-            }
+        if let Ok(detail) = pb::ErrorDetail::decode(status.details())
+            && let Ok(code) = Code::try_from(detail.code)
+            && code != Code::Unspecified
+        {
+            return Error {
+                code,
+                field: detail.field,
+                message: detail.message,
+                compacted_revision: detail.compacted_revision,
+                leader: detail.leader,
+            };
         }
         // No plinth detail: the failure happened before our server saw the call (transport,
         // proxy, a server going down mid-call).

@@ -93,16 +93,16 @@ impl Watch {
             if self.done {
                 return None;
             }
-            if self.stream.is_none() {
-                if let Err(e) = self.connect().await {
-                    if e.is_transient() {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                    self.done = true;
-                    return Some(Err(e));
+            if self.stream.is_none()
+                && let Err(e) = self.connect().await
+            {
+                if e.is_transient() {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
                 }
+                self.done = true;
+                return Some(Err(e));
             }
             let stream = self.stream.as_mut().expect("connected");
             match stream.message().await {

@@ -124,13 +124,13 @@ impl Api {
     /// shuts down.
     pub async fn kv_watch(&self, r: pb::WatchRequest) -> Result<WatchStream, ApiError> {
         let span = convert::span(r.key, r.range_end, r.prefix)?;
-        if let KeySpan::Key(k) = &span {
-            if k.is_empty() {
-                return Err(ApiError::invalid(
-                    "key",
-                    "key is empty; give a key, or prefix: true to watch every key",
-                ));
-            }
+        if let KeySpan::Key(k) = &span
+            && k.is_empty()
+        {
+            return Err(ApiError::invalid(
+                "key",
+                "key is empty; give a key, or prefix: true to watch every key",
+            ));
         }
         let after = match r.from_revision {
             Some(revision) => Revision(revision),

@@ -300,10 +300,11 @@ impl Drop for Handle {
         self.shared.flush_queue.shut_down();
         // A callback may hold the last clone, making this run on the flusher
         // itself; it exits after the current batch, and joining would deadlock.
-        if let Some(flusher) = self.flusher.take() {
-            if thread::current().id() != self.flusher_id && flusher.join().is_err() {
-                tracing::error!("write-ahead log flusher thread panicked");
-            }
+        if let Some(flusher) = self.flusher.take()
+            && thread::current().id() != self.flusher_id
+            && flusher.join().is_err()
+        {
+            tracing::error!("write-ahead log flusher thread panicked");
         }
     }
 }
