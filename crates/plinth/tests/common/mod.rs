@@ -28,22 +28,7 @@ impl Server {
             log,
             _tmp: Some(tmp),
         };
-        server.spawn(&[]);
-        server
-    }
-
-    pub fn start_with(extra: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let log = tmp.path().join("server.log");
-        let mut server = Server {
-            child: None,
-            data_dir,
-            addr: "127.0.0.1:0".into(),
-            log,
-            _tmp: Some(tmp),
-        };
-        server.spawn(extra);
+        server.spawn();
         server
     }
 
@@ -55,7 +40,7 @@ impl Server {
         env!("CARGO_BIN_EXE_plinth")
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -67,7 +52,6 @@ impl Server {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(&self.addr)
-            .args(extra)
             .env("PLINTH_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -135,7 +119,7 @@ impl Server {
     /// Starts again on the same data directory and the same port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
-        self.spawn(&[]);
+        self.spawn();
     }
 
     pub fn log_text(&self) -> String {
