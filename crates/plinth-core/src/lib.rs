@@ -11,10 +11,12 @@
 pub mod kv;
 pub mod lease;
 pub mod limits;
+pub mod lock;
+pub mod names;
 mod state;
 #[cfg(test)]
 mod tests;
 mod types;
 
 pub use state::{Applied, Command, Ctx, Output, Request, SnapshotError, State, StateError};
-pub use types::{ErrorCode, LeaseId, Millis, Revision};
+pub use types::{ErrorCode, FencingToken, LeaseId, Millis, Revision};

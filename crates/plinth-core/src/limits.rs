@@ -21,3 +21,17 @@ pub const LEASES_MAX: usize = 1_000_000;
 pub const HISTORY_EVENTS_MAX: usize = 100_000;
 /// Events older than this (on the log clock) are compacted automatically.
 pub const HISTORY_RETENTION_MS: u64 = 3600 * 1000;
+/// Resource names (locks, elections, queues, ...) are 1..=256 bytes of `[A-Za-z0-9._/-]`.
+pub const NAME_BYTES_MAX: usize = 256;
+/// A lock holder's or candidate's owner string: 1..=256 bytes.
+pub const OWNER_BYTES_MAX: usize = 256;
+/// An acquire or campaign waits at most five minutes; callers that want longer ask again.
+pub const LOCK_WAIT_MS_MAX: u64 = 5 * 60 * 1000;
+/// A counting semaphore has at most this many permits.
+pub const LOCK_PERMITS_MAX: u32 = 1024;
+/// Callers queued on one lock at once.
+pub const LOCK_WAITERS_MAX: usize = 10_000;
+/// Locks (and elections) in use at once.
+pub const LOCKS_MAX: usize = 1_000_000;
+/// An election leader's value is at most 64 KiB.
+pub const ELECTION_VALUE_BYTES_MAX: usize = 64 * 1024;

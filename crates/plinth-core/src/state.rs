@@ -2,6 +2,7 @@
 
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
+use crate::lock::{LockCommand, LockError, LockOutput, LockState};
 use crate::{ErrorCode, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,7 @@ pub enum Command {
     Tick,
     Kv(KvCommand),
     Lease(LeaseCommand),
+    Lock(LockCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,7 @@ pub enum Output {
     Tick { expired: Vec<LeaseId> },
     Kv(KvOutput),
     Lease(LeaseOutput),
+    Lock(LockOutput),
 }
 
 /// A refusal by the state machine: deterministic, the same on every replica.
@@ -37,6 +40,8 @@ pub enum StateError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 impl StateError {
@@ -44,6 +49,7 @@ impl StateError {
         match self {
             StateError::Kv(e) => e.code(),
             StateError::Lease(e) => e.code(),
+            StateError::Lock(e) => e.code(),
         }
     }
 
@@ -51,6 +57,7 @@ impl StateError {
         match self {
             StateError::Kv(e) => e.field(),
             StateError::Lease(e) => e.field(),
+            StateError::Lock(e) => e.field(),
         }
     }
 }
@@ -87,12 +94,23 @@ pub enum SnapshotError {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"PLNS";
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added locks; version 1 snapshots (KV and leases only) still load.
+const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     revision: Revision,
     /// The log clock: the largest stamp applied so far.
+    clock: Millis,
+    kv: KvState,
+    leases: LeaseState,
+    locks: LockState,
+}
+
+/// The state as snapshot version 1 encoded it.
+#[derive(Deserialize)]
+struct StateV1 {
+    revision: Revision,
     clock: Millis,
     kv: KvState,
     leases: LeaseState,
@@ -110,6 +128,7 @@ impl State {
                 Ok(crate::lease::check_ttl(*ttl_ms)?)
             }
             Command::Lease(_) => Ok(()),
+            Command::Lock(c) => Ok(LockState::validate(c)?),
         }
     }
 
@@ -136,6 +155,8 @@ impl State {
     fn dispatch(&mut self, command: &Command, ctx: &mut Ctx) -> Result<Output, StateError> {
         match command {
             Command::Tick => {
+                // Waiters whose deadline passed give up before any permit is handed on.
+                ctx.changed |= self.locks.expire_waiters(ctx.clock) > 0;
                 let expired = self.leases.expire(ctx.clock);
                 for id in &expired {
                     self.release_lease(*id, ctx);
@@ -143,7 +164,12 @@ impl State {
                 ctx.changed |= !expired.is_empty();
                 Ok(Output::Tick { expired })
             }
-            Command::Kv(c) => Ok(Output::Kv(self.kv.apply(c, &self.leases, ctx)?)),
+            Command::Kv(c) => Ok(Output::Kv(self.kv.apply(
+                c,
+                &self.leases,
+                &self.locks,
+                ctx,
+            )?)),
             Command::Lease(c) => {
                 let out = self.leases.apply(c, ctx.clock)?;
                 if let LeaseOutput::Revoked { id } = out {
@@ -153,12 +179,33 @@ impl State {
                 ctx.changed |= !matches!(out, LeaseOutput::Refreshed { leases: 0 });
                 Ok(Output::Lease(out))
             }
+            Command::Lock(c) => {
+                let (out, ended) = self.locks.apply(c, &mut self.leases, ctx)?;
+                if let Some(lease) = ended {
+                    self.leases
+                        .apply(&LeaseCommand::Revoke { id: lease }, ctx.clock)
+                        .expect("LK3: a holder's lease is alive");
+                    self.release_lease(lease, ctx);
+                }
+                ctx.changed = true;
+                Ok(Output::Lock(out))
+            }
         }
     }
 
     /// The one place where a lease's end reaches the resources attached to it.
     fn release_lease(&mut self, id: LeaseId, ctx: &mut Ctx) {
         self.kv.release_lease(id, ctx);
+        self.locks.release_lease(id, &mut self.leases, ctx);
+    }
+
+    /// The earliest point on the log clock at which a `Tick` has work: a lease or a lock
+    /// waiter's deadline.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        match (self.leases.next_deadline(), self.locks.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn revision(&self) -> Revision {
@@ -177,10 +224,15 @@ impl State {
         &self.leases
     }
 
+    pub fn locks(&self) -> &LockState {
+        &self.locks
+    }
+
     /// Recomputes every primitive's invariants from its primary data; panics naming the rule.
     pub fn check_invariants(&self) {
         self.kv.check_invariants(self.revision, &self.leases);
         self.leases.check_invariants();
+        self.locks.check_invariants(&self.leases);
     }
 
     /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
@@ -198,9 +250,19 @@ impl State {
             return Err(SnapshotError::BadMagic);
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: version });
+        match version {
+            SNAPSHOT_VERSION => Ok(postcard::from_bytes(&bytes[8..])?),
+            1 => {
+                let v1: StateV1 = postcard::from_bytes(&bytes[8..])?;
+                Ok(State {
+                    revision: v1.revision,
+                    clock: v1.clock,
+                    kv: v1.kv,
+                    leases: v1.leases,
+                    locks: LockState::default(),
+                })
+            }
+            found => Err(SnapshotError::UnsupportedVersion { found }),
         }
-        Ok(postcard::from_bytes(&bytes[8..])?)
     }
 }

@@ -1,10 +1,11 @@
-//! Property tests over the whole state machine: random sequences of KV and lease commands with
+//! Property tests over the whole state machine: random sequences of KV, lease and lock commands with
 //! random (and sometimes backwards) stamps, invariants after every apply, a small model to
 //! compare with, and determinism of the snapshot bytes.
 
 use crate::kv::{Compare, CompareOp, CompareTarget, KeySpan, KvCommand, RangeRequest, Txn, TxnOp};
 use crate::lease::LeaseCommand;
-use crate::{Command, LeaseId, Millis, Output, Request, Revision, State};
+use crate::lock::LockCommand;
+use crate::{Command, FencingToken, LeaseId, Millis, Output, Request, Revision, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -63,6 +64,19 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::Revoke { id: LeaseId(id) })),
         1 => Just(Command::Lease(LeaseCommand::Refresh)),
         3 => Just(Command::Tick),
+        3 => (prop::sample::select(vec!["l1", "l2"]), 0u8..4, 400u64..3_000, prop_oneof![Just(0u64), 1u64..3_000], 1u32..3).prop_map(
+            |(name, owner, ttl_ms, wait_ms, permits)| Command::Lock(LockCommand::Acquire {
+                name: name.into(), owner: format!("o{owner}"), ttl_ms, wait_ms, permits, value: vec![owner],
+            })
+        ),
+        2 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Release { name: name.into(), token: FencingToken(t) })),
+        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Renew { name: name.into(), token: FencingToken(t), ttl_ms: None })),
+        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Abandon { name: name.into(), ticket: Revision(t) })),
+        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120, key(), any::<u8>()).prop_map(|(lock, t, key, v)| Command::Kv(KvCommand::Txn(Txn {
+            compares: vec![Compare { key: vec![], op: CompareOp::Equal, target: CompareTarget::Fence { lock: lock.into(), token: FencingToken(t) } }],
+            then: vec![TxnOp::Put { key, value: vec![v], lease: None }],
+            otherwise: vec![],
+        }))),
     ]
 }
 
@@ -169,6 +183,6 @@ fn a_snapshot_with_another_header_is_refused() {
     bytes[4] = 9;
     assert_eq!(
         State::from_snapshot(&bytes).unwrap_err().to_string(),
-        "snapshot format version 9 is not supported; this build reads version 1"
+        "snapshot format version 9 is not supported; this build reads version 2"
     );
 }

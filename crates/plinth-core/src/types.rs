@@ -15,6 +15,14 @@ pub struct Revision(pub u64);
 )]
 pub struct LeaseId(pub u64);
 
+/// A fencing token: handed out with every grant of a lock or election, strictly increasing per
+/// resource and unique across resources. A downstream system that remembers the largest token it
+/// has seen and refuses smaller ones can never be written to by a stale holder.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct FencingToken(pub u64);
+
 /// Milliseconds: a duration, or a point on the log's clock (milliseconds since the Unix epoch as
 /// stamped by the leader).
 #[derive(
@@ -29,6 +37,12 @@ impl fmt::Display for Revision {
 }
 
 impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

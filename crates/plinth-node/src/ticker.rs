@@ -1,4 +1,4 @@
-//! The ticker: while this node leads, it proposes `Tick` when a lease is due, and `Refresh` when
+//! The ticker: while this node leads, it proposes `Tick` when a lease or a lock waiter is due, and `Refresh` when
 //! a new term of leadership begins.
 //!
 //! Time enters the log only through stamped commands, so leases expire when a `Tick` is applied,
@@ -75,12 +75,11 @@ async fn tick_once(node: &Node, refreshed_term: &mut u64) -> Result<(), crate::N
         .state_machine()
         .read()
         .state
-        .leases()
         .next_deadline()
         .is_some_and(|deadline| deadline.0 <= now_ms());
     if due {
         // Stamped with the wall clock, which has passed the deadline: the lease expires in this
-        // apply, and every key attached to it is deleted in the same revision.
+        // apply, and every key and lock hold attached to it ends in the same revision.
         node.propose(Command::Tick).await?;
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! The KV commands, compares, ranges, events and what they answer.
 
-use crate::{LeaseId, Revision};
+use crate::{FencingToken, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
 
 /// Which keys an operation covers.
@@ -73,6 +73,12 @@ pub enum CompareTarget {
     ModRevision(Revision),
     /// `LeaseId(0)` means "no lease".
     Lease(LeaseId),
+    /// Whether `token` currently holds lock (or election) `lock`: `Equal` holds while it does,
+    /// `NotEqual` once it does not. The compare's key is not used.
+    Fence {
+        lock: String,
+        token: FencingToken,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 use crate::limits::{
     KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
 };
+use crate::names::NameError;
 use crate::{ErrorCode, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,10 @@ pub enum KvError {
     TooManyCompares { compares: usize },
     #[error("txn branch has {ops} operations; the limit is {TXN_OPS_MAX}")]
     TooManyOps { ops: usize },
+    #[error("fence lock {0}")]
+    FenceLock(NameError),
+    #[error("a fence compare takes EQUAL (still holds) or NOT_EQUAL (no longer holds), not {op}")]
+    FenceOp { op: String },
     #[error("lease {lease} not found (it never existed, expired or was revoked)")]
     LeaseNotFound { lease: LeaseId },
     #[error("revision {revision} is in the future; the current revision is {current}")]
@@ -57,6 +62,8 @@ impl KvError {
             KvError::TooManyCompares { .. } => "compares",
             KvError::TooManyOps { .. } => "ops",
             KvError::LeaseNotFound { .. } => "lease",
+            KvError::FenceLock(_) => "fence.lock",
+            KvError::FenceOp { .. } => "op",
             KvError::FutureRevision { .. } | KvError::Compacted { .. } => "revision",
         }
     }

@@ -10,6 +10,8 @@ use crate::limits::{
     HISTORY_EVENTS_MAX, HISTORY_RETENTION_MS, KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX,
     TXN_OPS_MAX, VALUE_BYTES_MAX,
 };
+use crate::lock::LockState;
+use crate::names::check_name;
 use crate::state::Ctx;
 use crate::{LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,7 @@ impl KvState {
         &mut self,
         command: &KvCommand,
         leases: &LeaseState,
+        locks: &LockState,
         ctx: &mut Ctx,
     ) -> Result<KvOutput, KvError> {
         Self::validate(command)?;
@@ -60,7 +63,7 @@ impl KvState {
             KvCommand::Delete { span } => Ok(KvOutput::Delete {
                 deleted: self.delete(span, ctx),
             }),
-            KvCommand::Txn(txn) => self.txn(txn, leases, ctx),
+            KvCommand::Txn(txn) => self.txn(txn, leases, locks, ctx),
             KvCommand::Compact { revision } => {
                 let current = ctx.revision.0.saturating_sub(1);
                 if revision.0 > current {
@@ -333,8 +336,14 @@ impl KvState {
         ctx.events.push(event);
     }
 
-    fn txn(&mut self, txn: &Txn, leases: &LeaseState, ctx: &mut Ctx) -> Result<KvOutput, KvError> {
-        let succeeded = txn.compares.iter().all(|c| self.holds(c));
+    fn txn(
+        &mut self,
+        txn: &Txn,
+        leases: &LeaseState,
+        locks: &LockState,
+        ctx: &mut Ctx,
+    ) -> Result<KvOutput, KvError> {
+        let succeeded = txn.compares.iter().all(|c| self.holds(c, locks));
         let ops = if succeeded { &txn.then } else { &txn.otherwise };
         // Every lease is checked before anything changes, so a branch applies whole or not at all.
         for op in ops {
@@ -357,7 +366,14 @@ impl KvState {
         Ok(KvOutput::Txn { succeeded, results })
     }
 
-    fn holds(&self, compare: &Compare) -> bool {
+    fn holds(&self, compare: &Compare, locks: &LockState) -> bool {
+        if let CompareTarget::Fence { lock, token } = &compare.target {
+            let current = locks.is_current(lock, *token);
+            return match compare.op {
+                CompareOp::Equal => current,
+                _ => !current,
+            };
+        }
         let kv = self.map.get(&compare.key);
         let ordering = match &compare.target {
             CompareTarget::Value(v) => match kv {
@@ -370,6 +386,7 @@ impl KvState {
             }
             CompareTarget::ModRevision(r) => kv.map_or(Revision(0), |kv| kv.mod_revision).cmp(r),
             CompareTarget::Lease(l) => kv.and_then(|kv| kv.lease).unwrap_or(LeaseId(0)).cmp(l),
+            CompareTarget::Fence { .. } => unreachable!("answered above"),
         };
         match compare.op {
             CompareOp::Equal => ordering.is_eq(),
@@ -429,7 +446,17 @@ fn check_txn(txn: &Txn) -> Result<(), KvError> {
         });
     }
     for compare in &txn.compares {
-        check_key(KeyField::Key, &compare.key)?;
+        match &compare.target {
+            CompareTarget::Fence { lock, .. } => {
+                check_name(lock).map_err(KvError::FenceLock)?;
+                if !matches!(compare.op, CompareOp::Equal | CompareOp::NotEqual) {
+                    return Err(KvError::FenceOp {
+                        op: format!("{:?}", compare.op).to_uppercase(),
+                    });
+                }
+            }
+            _ => check_key(KeyField::Key, &compare.key)?,
+        }
     }
     for ops in [&txn.then, &txn.otherwise] {
         if ops.len() > TXN_OPS_MAX {

@@ -37,10 +37,7 @@ impl LeaseState {
                         return Err(LeaseError::AlreadyExists { id: *id });
                     }
                 }
-                if self.leases.len() >= LEASES_MAX {
-                    return Err(LeaseError::TooManyLeases);
-                }
-                Ok(())
+                self.check_room()
             }
             LeaseCommand::KeepAlive { id } | LeaseCommand::Revoke { id } => self.check_alive(*id),
             LeaseCommand::Refresh => Ok(()),
@@ -101,6 +98,32 @@ impl LeaseState {
                 })
             }
         }
+    }
+
+    /// Moves a live lease's deadline to `clock + ttl`, with a new ttl if one is given: a lock
+    /// hold's renew.
+    pub fn renew(
+        &mut self,
+        id: LeaseId,
+        ttl_ms: Option<u64>,
+        clock: Millis,
+    ) -> Result<LeaseInfo, LeaseError> {
+        self.check_alive(id)?;
+        if let Some(ttl_ms) = ttl_ms {
+            check_ttl(ttl_ms)?;
+            self.leases.get_mut(&id).expect("alive").ttl_ms = ttl_ms;
+        }
+        let deadline = Millis(clock.0.saturating_add(self.leases[&id].ttl_ms));
+        self.move_deadline(id, deadline);
+        Ok(self.info(id, clock).expect("alive"))
+    }
+
+    /// Whether one more lease may be granted.
+    pub fn check_room(&self) -> Result<(), LeaseError> {
+        if self.leases.len() >= LEASES_MAX {
+            return Err(LeaseError::TooManyLeases);
+        }
+        Ok(())
     }
 
     /// Removes and returns, in id order, every lease whose deadline is at or before `clock`.
