@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "kv", "lease", "maintenance"]
+    let files = ["common", "kv", "lease", "lock", "maintenance"]
         .map(|name| root.join(format!("plinth/v1/{name}.proto")));
     let mut builder = tonic_prost_build::configure()
         .message_attribute(

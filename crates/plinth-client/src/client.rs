@@ -3,8 +3,10 @@
 use crate::error::Error;
 use crate::lease::KeepAlive;
 use crate::watch::{Watch, WatchOptions};
+use pb::election_client::ElectionClient;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
+use pb::lock_client::LockClient;
 use pb::maintenance_client::MaintenanceClient;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct Client {
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
+    pub(crate) lock: LockClient<Channel>,
+    pub(crate) election: ElectionClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
 }
 
@@ -51,6 +55,8 @@ impl Client {
         Client {
             kv: KvClient::new(channel.clone()),
             lease: LeaseClient::new(channel.clone()),
+            lock: LockClient::new(channel.clone()),
+            election: ElectionClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         }
     }

@@ -1,5 +1,6 @@
 //! The plinth Rust SDK: a typed client for every call, a watch that reconnects and resumes
-//! without gap or duplicate, and a lease keep-alive task.
+//! without gap or duplicate, a lease keep-alive task, and a lock guard that renews its hold,
+//! exposes its fencing token and says when the hold is lost.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plinth_client::Error> {
@@ -13,10 +14,12 @@
 mod client;
 mod error;
 mod lease;
+mod lock;
 mod watch;
 
 pub use client::Client;
 pub use error::{Code, Error};
 pub use lease::KeepAlive;
+pub use lock::{Election, LockGuard, LockOptions, Lost, Observe};
 pub use plinth_proto::v1 as pb;
 pub use watch::{Watch, WatchOptions};

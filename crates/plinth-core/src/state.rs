@@ -187,7 +187,9 @@ impl State {
                         .expect("LK3: a holder's lease is alive");
                     self.release_lease(lease, ctx);
                 }
-                ctx.changed = true;
+                // Every lock command that succeeds changes state, except abandoning the waiters
+                // of a node that had none.
+                ctx.changed |= !matches!(out, LockOutput::AbandonedNode { waiters: 0 });
                 Ok(Output::Lock(out))
             }
         }

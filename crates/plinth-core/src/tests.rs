@@ -66,12 +66,13 @@ fn command() -> impl Strategy<Value = Command> {
         3 => Just(Command::Tick),
         3 => (prop::sample::select(vec!["l1", "l2"]), 0u8..4, 400u64..3_000, prop_oneof![Just(0u64), 1u64..3_000], 1u32..3).prop_map(
             |(name, owner, ttl_ms, wait_ms, permits)| Command::Lock(LockCommand::Acquire {
-                name: name.into(), owner: format!("o{owner}"), ttl_ms, wait_ms, permits, value: vec![owner],
+                name: name.into(), owner: format!("o{owner}"), ttl_ms, wait_ms, permits, value: vec![owner], node: u64::from(owner % 2),
             })
         ),
         2 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Release { name: name.into(), token: FencingToken(t) })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Renew { name: name.into(), token: FencingToken(t), ttl_ms: None })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Abandon { name: name.into(), ticket: Revision(t) })),
+        1 => (0u64..2).prop_map(|node| Command::Lock(LockCommand::AbandonNode { node })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120, key(), any::<u8>()).prop_map(|(lock, t, key, v)| Command::Kv(KvCommand::Txn(Txn {
             compares: vec![Compare { key: vec![], op: CompareOp::Equal, target: CompareTarget::Fence { lock: lock.into(), token: FencingToken(t) } }],
             then: vec![TxnOp::Put { key, value: vec![v], lease: None }],

@@ -48,6 +48,7 @@ impl fmt::Display for LogRequest {
             Command::Tick => "tick",
             Command::Kv(_) => "kv",
             Command::Lease(_) => "lease",
+            Command::Lock(_) => "lock",
         };
         write!(f, "{kind}@{}", self.0.stamp)
     }

@@ -13,6 +13,7 @@ use openraft::errors::{
 use openraft::{BasicNode, ReadPolicy, ServerState};
 use plinth_core::kv::KeySpan;
 use plinth_core::lease::LeaseCommand;
+use plinth_core::lock::LockCommand;
 use plinth_core::{Applied, Command, Millis, Request, Revision, State};
 
 use crate::config::NodeConfig;
@@ -46,6 +47,8 @@ pub(crate) struct NodeInner {
     /// the wall clock does.
     last_stamp_ms: AtomicU64,
     shutting_down: AtomicBool,
+    /// Whether this process has abandoned the lock waits its node's previous process left.
+    orphans_abandoned: AtomicBool,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -105,6 +108,7 @@ impl Node {
                 sm: sm_shared,
                 last_stamp_ms: AtomicU64::new(clock.0),
                 shutting_down: AtomicBool::new(false),
+                orphans_abandoned: AtomicBool::new(false),
                 ticker: Mutex::new(None),
             }),
         };
@@ -161,9 +165,31 @@ impl Node {
     /// every committed entry, it moves every lease deadline to at least `clock + ttl`, so that a
     /// leader whose clock runs ahead never expires a lease earlier than the old leader would have.
     /// With no lease alive there is nothing to refresh, and an idle restart writes nothing.
+    ///
+    /// The first time this process leads, it also abandons the lock waits that this node's
+    /// previous process queued: the calls waiting for them died with it, and a grant to nobody
+    /// would block the lock for a whole ttl.
     pub(crate) async fn leadership_began(&self) -> Result<(), NodeError> {
         self.barrier().await?;
-        let has_leases = !self.inner.sm.read().state.leases().is_empty();
+        let node = self.inner.cfg.node_id;
+        let (has_leases, orphans) = {
+            let data = self.inner.sm.read();
+            (
+                !data.state.leases().is_empty(),
+                data.state.locks().waiters_of(node),
+            )
+        };
+        if !self.inner.orphans_abandoned.load(Ordering::Acquire) {
+            if orphans > 0 {
+                self.propose(Command::Lock(LockCommand::AbandonNode { node }))
+                    .await?;
+                tracing::info!(
+                    waiters = orphans,
+                    "abandoned the lock waits of the previous process"
+                );
+            }
+            self.inner.orphans_abandoned.store(true, Ordering::Release);
+        }
         if has_leases {
             self.propose(Command::Lease(LeaseCommand::Refresh)).await?;
         }
@@ -233,6 +259,18 @@ impl Node {
             .sm
             .wait_applied(linearizer.read_log_id().index())
             .await
+    }
+
+    /// Waits until `f`, run on the local state after each apply, answers `Some`: how a blocked
+    /// acquire learns it was granted and how an observer sees a new leader. The first check is
+    /// linearizable, so the wait starts from every write acknowledged before it began; a node
+    /// shutting down ends the wait with `ShuttingDown`. Callers bound the wait with a timeout.
+    pub async fn wait_until<T>(&self, f: impl FnMut(&State) -> Option<T>) -> Result<T, NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        self.barrier().await?;
+        self.inner.sm.wait_until(f).await
     }
 
     /// Follows the KV events after revision `after` that match `span`. History is read on the

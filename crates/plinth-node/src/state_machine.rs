@@ -84,6 +84,24 @@ impl SmShared {
             .map_err(|_| NodeError::ShuttingDown)
     }
 
+    /// Runs `f` on the state now and after every apply until it answers `Some`.
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut f: impl FnMut(&State) -> Option<T>,
+    ) -> Result<T, NodeError> {
+        let mut rx = self.applied.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if self.is_closed() {
+                return Err(NodeError::ShuttingDown);
+            }
+            if let Some(answer) = f(&self.read().state) {
+                return Ok(answer);
+            }
+            rx.changed().await.map_err(|_| NodeError::ShuttingDown)?;
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -91,6 +109,8 @@ impl SmShared {
     /// Ends every watcher: the node is shutting down.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // Wakes every `wait_until`, which then sees the node closed.
+        self.applied.send_modify(|_| {});
         let _ = self.events.send(WatchMessage::Closed);
     }
 }

@@ -59,10 +59,14 @@ pub fn compare(c: pb::Compare) -> Result<Compare, ApiError> {
         Some(Target::CreateRevision(r)) => CompareTarget::CreateRevision(Revision(r)),
         Some(Target::ModRevision(r)) => CompareTarget::ModRevision(Revision(r)),
         Some(Target::Lease(l)) => CompareTarget::Lease(LeaseId(l)),
+        Some(Target::Fence(f)) => CompareTarget::Fence {
+            lock: f.lock,
+            token: plinth_core::FencingToken(f.token),
+        },
         None => {
             return Err(ApiError::invalid(
                 "target",
-                "a compare needs a target: value, version, create_revision, mod_revision or lease",
+                "a compare needs a target: value, version, create_revision, mod_revision, lease or fence",
             ));
         }
     };
@@ -152,5 +156,18 @@ pub fn lease_info(info: LeaseInfo) -> pb::LeaseInfo {
         ttl_ms: info.ttl_ms,
         remaining_ms: info.remaining_ms,
         deadline_ms: info.deadline.0,
+    }
+}
+
+pub fn hold(h: plinth_core::lock::HoldInfo) -> pb::LockHold {
+    pb::LockHold {
+        name: h.name,
+        owner: h.owner,
+        token: h.token.0,
+        lease: h.lease.0,
+        ttl_ms: h.ttl_ms,
+        remaining_ms: h.remaining_ms,
+        deadline_ms: h.deadline.0,
+        value: h.value,
     }
 }

@@ -45,10 +45,20 @@ pub fn router(api: Api) -> Router {
         "/v1/lease/revoke" => lease_revoke,
         "/v1/lease/time_to_live" => lease_time_to_live,
         "/v1/lease/list" => lease_list,
+        "/v1/lock/acquire" => lock_acquire,
+        "/v1/lock/renew" => lock_renew,
+        "/v1/lock/release" => lock_release,
+        "/v1/lock/get" => lock_get,
+        "/v1/lock/check_fence" => lock_check_fence,
+        "/v1/election/campaign" => election_campaign,
+        "/v1/election/leader" => election_leader,
+        "/v1/election/proclaim" => election_proclaim,
+        "/v1/election/resign" => election_resign,
         "/v1/maintenance/status" => maintenance_status,
     );
     router
         .route("/v1/kv/watch", post(watch))
+        .route("/v1/election/observe", post(observe))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -103,19 +113,32 @@ fn parse<Req: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<R
 }
 
 async fn watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    let request = match parse(body) {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
-    };
-    let stream = match api.kv_watch(request).await {
+    match parse(body) {
+        Ok(request) => sse("watch", api.kv_watch(request).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn observe(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse(body) {
+        Ok(request) => sse("leader", api.election_observe(request).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A stream of replies as server-sent events named `name`, and an `error` event if it fails.
+fn sse<S, T>(name: &'static str, stream: Result<S, ApiError>) -> Response
+where
+    S: futures::Stream<Item = Result<T, ApiError>> + Send + 'static,
+    T: Serialize,
+{
+    let stream = match stream {
         Ok(stream) => stream,
         Err(e) => return e.into_response(),
     };
-    let events = stream.map(|item| {
+    let events = stream.map(move |item| {
         let event = match item {
-            Ok(reply) => Event::default()
-                .event("watch")
-                .json_data(json::encode(&reply)),
+            Ok(reply) => Event::default().event(name).json_data(json::encode(&reply)),
             Err(e) => Event::default().event("error").json_data(e.problem()),
         };
         Ok::<_, std::convert::Infallible>(event.expect("json values always serialize"))

@@ -10,6 +10,7 @@ mod error;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 
 pub use api::Api;
@@ -18,7 +19,8 @@ pub use http::BODY_BYTES_MAX;
 
 use plinth_node::Node;
 use plinth_proto::v1::{
-    kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+    election_server::ElectionServer, kv_server::KvServer, lease_server::LeaseServer,
+    lock_server::LockServer, maintenance_server::MaintenanceServer,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -34,6 +36,8 @@ pub async fn serve(
     let api = Api::new(node, stop_rx);
     let grpc = tonic::service::Routes::new(KvServer::new(api.clone()))
         .add_service(LeaseServer::new(api.clone()))
+        .add_service(LockServer::new(api.clone()))
+        .add_service(ElectionServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);

@@ -16,6 +16,12 @@ pub enum KvCommand {
         /// Attach the key to this lease: it is deleted when the lease ends.
         #[arg(long)]
         lease: Option<u64>,
+        /// Write only while TOKEN holds this lock (a fenced write); STALE_TOKEN otherwise.
+        #[arg(long, requires = "token")]
+        fence: Option<String>,
+        /// The fencing token for --fence.
+        #[arg(long, requires = "fence")]
+        token: Option<u64>,
     },
     /// Print KEY's value (exit status 1 if the key does not exist).
     Get {
@@ -58,7 +64,34 @@ pub enum KvCommand {
 pub async fn run(opts: &ClientOpts, command: KvCommand) -> anyhow::Result<ExitCode> {
     let client = connect(opts).await?;
     match command {
-        KvCommand::Put { key, value, lease } => {
+        KvCommand::Put {
+            key,
+            value,
+            lease,
+            fence: Some(lock),
+            token: Some(token),
+        } => {
+            let put = pb::PutRequest {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+                lease: lease.unwrap_or(0),
+            };
+            let ops = vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::Put(put)),
+            }];
+            let reply = client.txn_fenced(lock, token, ops).await?;
+            if opts.json {
+                json(&reply);
+            } else {
+                println!(
+                    "OK (revision {})",
+                    reply.header.unwrap_or_default().revision
+                );
+            }
+        }
+        KvCommand::Put {
+            key, value, lease, ..
+        } => {
             let reply = client
                 .put_with_lease(key, value, lease.unwrap_or(0))
                 .await?;

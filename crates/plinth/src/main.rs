@@ -3,6 +3,7 @@
 mod config;
 mod kv;
 mod lease;
+mod lock;
 mod output;
 mod serve;
 
@@ -54,6 +55,20 @@ enum Top {
         #[command(subcommand)]
         command: lease::LeaseCommand,
     },
+    /// Locks and counting semaphores with fencing tokens.
+    Lock {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: lock::LockCommand,
+    },
+    /// Leader elections.
+    Election {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: lock::ElectionCommand,
+    },
     /// The node's status: revision, leader, term, applied index, WAL size.
     Status {
         #[command(flatten)]
@@ -78,6 +93,8 @@ fn main() -> ExitCode {
             Top::Serve(args) => serve::run(args).await,
             Top::Kv { opts, command } => kv::run(&opts, command).await,
             Top::Lease { opts, command } => lease::run(&opts, command).await,
+            Top::Lock { opts, command } => lock::run(&opts, command).await,
+            Top::Election { opts, command } => lock::run_election(&opts, command).await,
             Top::Status { opts } => output::status(&opts).await,
         }
     });

@@ -1,10 +1,11 @@
-//! Crash test: concurrent SDK writers while the server is `kill -9`ed and restarted several
-//! times; every acknowledged put must survive, with revisions dense and increasing.
+//! Crash tests: concurrent SDK writers while the server is `kill -9`ed and restarted several
+//! times; every acknowledged put must survive, with revisions dense and increasing; locks held
+//! and waited for come back with no second holder and tokens that keep increasing.
 
 mod common;
 
 use common::{Server, retry};
-use plinth_client::Client;
+use plinth_client::{Client, Code, LockOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,5 +105,170 @@ async fn every_acknowledged_put_survives_kill_9() {
         "{} puts acknowledged, {} present after {KILLS} kill -9s",
         acked.len(),
         all.len()
+    );
+}
+
+/// Workers loop on two locks (acquire with a wait, fenced read-modify-write of a counter,
+/// release) while the server is killed and restarted. Afterwards: no lock has two holders, every
+/// acknowledged fenced write is there, no two acknowledged rounds wrote the same counter value
+/// (they never overlapped), and a new grant's token is above every token acknowledged before.
+/// A lock held with waiters queued at the moment of a kill comes back with its holder and token,
+/// and the waits of the dead process are abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_held_and_waited_for_survive_kill_9_without_two_holders() {
+    let mut server = Server::start();
+    let client = Client::connect_lazy(server.endpoint()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..WRITERS {
+        let client = client.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let lock = format!("crash-lock-{}", w % 2);
+            let options = LockOptions::new(format!("worker-{w}"))
+                .ttl(Duration::from_secs(2))
+                .wait(Duration::from_secs(10));
+            // (lock, token, counter value written) of every acknowledged fenced write.
+            let mut acked = Vec::new();
+            let mut tokens = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let hold = match client.lock_acquire(lock.clone(), &options).await {
+                    Ok(hold) => hold,
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Err(e) => panic!("acquire: {e}"),
+                };
+                tokens.push((lock.clone(), hold.token));
+                let counter = format!("{lock}/counter");
+                let current = match client.get(counter.clone()).await {
+                    Ok(Some(kv)) => String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(),
+                    Ok(None) => 0,
+                    Err(e) if e.is_transient() => continue,
+                    Err(e) => panic!("get: {e}"),
+                };
+                let next = current + 1;
+                match client
+                    .put_fenced(counter, next.to_string(), lock.clone(), hold.token)
+                    .await
+                {
+                    Ok(_) => acked.push((lock.clone(), hold.token, next)),
+                    // The hold expired across a restart, or the reply was lost with the server.
+                    Err(e) if e.is_transient() || e.code == Code::StaleToken => continue,
+                    Err(e) => panic!("fenced put: {e}"),
+                }
+                let _ = client.lock_release(lock.clone(), hold.token).await;
+            }
+            (acked, tokens)
+        }));
+    }
+    for _ in 0..KILLS - 1 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.kill9();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.restart();
+    }
+
+    // A lock held, with waiters queued, at the moment of the last kill.
+    let holder = LockOptions::new("holder").ttl(Duration::from_secs(60));
+    let parked = retry(|| client.lock_acquire("parked", &holder)).await;
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let client = client.clone();
+        waiting.push(tokio::spawn(async move {
+            let options = LockOptions::new(format!("waiter-{i}"))
+                .ttl(Duration::from_secs(60))
+                .wait(Duration::from_secs(60));
+            client.lock_acquire("parked", &options).await
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while retry(|| client.lock_get("parked")).await.waiters.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "waiters never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    for waiter in waiting {
+        let e = waiter.await.unwrap().unwrap_err();
+        assert!(e.is_transient(), "{e}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acked = Vec::new();
+    let mut tokens = Vec::new();
+    for worker in workers {
+        let (mine, granted) = worker.await.unwrap();
+        acked.extend(mine);
+        tokens.extend(granted);
+    }
+    assert!(
+        acked.len() > 20,
+        "too few rounds to mean anything: {}",
+        acked.len()
+    );
+
+    let parked_now = retry(|| client.lock_get("parked")).await;
+    assert_eq!(parked_now.holders.len(), 1);
+    assert_eq!(parked_now.holders[0].token, parked.token);
+    assert!(
+        parked_now.waiters.is_empty(),
+        "the dead process's waits were not abandoned"
+    );
+
+    for lock in ["crash-lock-0", "crash-lock-1"] {
+        let get = retry(|| client.lock_get(lock)).await;
+        assert!(get.holders.len() <= 1, "{lock} has two holders");
+        let mut values: Vec<u64> = acked
+            .iter()
+            .filter(|(l, _, _)| l == lock)
+            .map(|(_, _, v)| *v)
+            .collect();
+        let n = values.len();
+        values.sort();
+        values.dedup();
+        assert_eq!(
+            values.len(),
+            n,
+            "two acknowledged rounds on {lock} overlapped"
+        );
+        let counter: u64 = match retry(|| client.get(format!("{lock}/counter"))).await {
+            Some(kv) => String::from_utf8(kv.value).unwrap().parse().unwrap(),
+            None => 0,
+        };
+        assert!(
+            values.last().is_none_or(|max| counter >= *max),
+            "an acknowledged fenced write on {lock} was lost"
+        );
+        // Tokens granted on one lock strictly increase in the order they were handed out.
+        let mut granted: Vec<u64> = tokens
+            .iter()
+            .filter(|(l, _)| l == lock)
+            .map(|(_, t)| *t)
+            .collect();
+        let m = granted.len();
+        granted.sort();
+        granted.dedup();
+        assert_eq!(granted.len(), m, "a token on {lock} was granted twice");
+    }
+    let highest = tokens
+        .iter()
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap()
+        .max(parked.token);
+    let after = LockOptions::new("after").ttl(Duration::from_secs(5));
+    let fresh = retry(|| client.lock_acquire("fresh", &after)).await;
+    assert!(
+        fresh.token > highest,
+        "token {} after restarts is not above {highest}",
+        fresh.token
+    );
+    println!(
+        "{} fenced rounds acknowledged across {KILLS} kill -9s",
+        acked.len()
     );
 }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockCommand {
     /// Takes a permit of `name` with a fresh lease of `ttl_ms`; queues for up to `wait_ms` if none
-    /// is free (0: fail at once). `value` is what an election leader proclaims.
+    /// is free (0: fail at once). `value` is what an election leader proclaims. `node` is the
+    /// node whose call waits for the grant, so that a restarted node can abandon the waits its
+    /// previous process left behind.
     Acquire {
         name: String,
         owner: String,
@@ -14,6 +16,7 @@ pub enum LockCommand {
         wait_ms: u64,
         permits: u32,
         value: Vec<u8>,
+        node: u64,
     },
     /// Keeps the hold's lease alive, with a new ttl if one is given.
     Renew {
@@ -32,6 +35,9 @@ pub enum LockCommand {
     /// The caller behind `ticket` went away: dequeue it, or release the hold it was granted but
     /// never told of.
     Abandon { name: String, ticket: Revision },
+    /// Node `node` restarted: no call of its previous process is waiting any more, so every
+    /// waiter it queued leaves the queues.
+    AbandonNode { node: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +58,9 @@ pub enum LockOutput {
         ticket: Revision,
         /// The caller had been granted a hold, which was released.
         released: Option<FencingToken>,
+    },
+    AbandonedNode {
+        waiters: u64,
     },
 }
 

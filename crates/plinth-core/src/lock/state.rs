@@ -22,6 +22,7 @@ struct Holder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Waiter {
     ticket: Revision,
+    node: u64,
     owner: String,
     ttl_ms: u64,
     deadline: Millis,
@@ -57,6 +58,7 @@ impl LockState {
                 wait_ms,
                 permits,
                 value,
+                ..
             } => {
                 check_name(name).map_err(LockError::Name)?;
                 if owner.is_empty() || owner.len() > OWNER_BYTES_MAX {
@@ -85,6 +87,7 @@ impl LockState {
             LockCommand::Release { name, .. } | LockCommand::Abandon { name, .. } => {
                 check_name(name).map_err(LockError::Name)
             }
+            LockCommand::AbandonNode { .. } => Ok(()),
         }
     }
 
@@ -105,8 +108,11 @@ impl LockState {
                 wait_ms,
                 permits,
                 value,
+                node,
             } => self
-                .acquire(name, owner, *ttl_ms, *wait_ms, *permits, value, leases, ctx)
+                .acquire(
+                    name, owner, *ttl_ms, *wait_ms, *permits, value, *node, leases, ctx,
+                )
                 .map(|out| (out, None)),
             LockCommand::Renew {
                 name,
@@ -162,6 +168,29 @@ impl LockState {
                 };
                 Ok((out, Some(holder.lease)))
             }
+            LockCommand::AbandonNode { node } => {
+                let orphans: Vec<(Millis, String, Revision)> = self
+                    .locks
+                    .iter()
+                    .flat_map(|(name, lock)| {
+                        lock.waiters
+                            .iter()
+                            .filter(|w| w.node == *node)
+                            .map(|w| (w.deadline, name.clone(), w.ticket))
+                    })
+                    .collect();
+                for (deadline, name, ticket) in &orphans {
+                    self.by_deadline.remove(&(*deadline, name.clone(), *ticket));
+                    let lock = self.locks.get_mut(name).expect("listed above");
+                    lock.waiters.retain(|w| w.ticket != *ticket);
+                    self.forget_if_unused(name);
+                }
+                ctx.changed |= !orphans.is_empty();
+                let out = LockOutput::AbandonedNode {
+                    waiters: orphans.len() as u64,
+                };
+                Ok((out, None))
+            }
         }
     }
 
@@ -174,6 +203,7 @@ impl LockState {
         wait_ms: u64,
         permits: u32,
         value: &[u8],
+        node: u64,
         leases: &mut LeaseState,
         ctx: &mut Ctx,
     ) -> Result<LockOutput, LockError> {
@@ -224,6 +254,7 @@ impl LockState {
                 let lock = self.locks.get_mut(name).expect("looked up above");
                 lock.waiters.push_back(Waiter {
                     ticket,
+                    node,
                     owner: owner.to_owned(),
                     ttl_ms,
                     deadline,
@@ -344,6 +375,15 @@ impl LockState {
             self.forget_if_unused(name);
         }
         due.len()
+    }
+
+    /// How many waiters node `node` has queued.
+    pub fn waiters_of(&self, node: u64) -> usize {
+        self.locks
+            .values()
+            .flat_map(|lock| &lock.waiters)
+            .filter(|w| w.node == node)
+            .count()
     }
 
     /// The earliest waiter deadline, so the node knows when a tick has work to do.

@@ -130,7 +130,8 @@ impl Server {
         &self.data_dir
     }
 
-    /// Runs the CLI against this server and returns (exit code, stdout, stderr).
+    /// Runs the CLI against this server (named in PLINTH_ENDPOINT, so that arguments after `--`
+    /// stay the caller's) and returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         self.cli_with_stdin(args, None)
     }
@@ -139,8 +140,7 @@ impl Server {
         use std::io::Write as _;
         let mut child = Command::new(Self::binary())
             .args(args)
-            .arg("--endpoint")
-            .arg(self.endpoint())
+            .env("PLINTH_ENDPOINT", self.endpoint())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
