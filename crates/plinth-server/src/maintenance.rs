@@ -10,13 +10,14 @@ impl Api {
         &self,
         _r: pb::StatusRequest,
     ) -> Result<pb::StatusResponse, ApiError> {
-        let ((revision, compacted, keys, leases), header) = self
+        let ((revision, compacted, keys, leases, locks), header) = self
             .read(true, |s| {
                 (
                     s.revision(),
                     s.kv().compacted_revision(),
                     s.kv().len(),
                     s.leases().len(),
+                    s.locks().len(),
                 )
             })
             .await?;
@@ -36,6 +37,7 @@ impl Api {
             wal_segments: status.wal_segments as u64,
             keys: keys as u64,
             leases: leases as u64,
+            locks: locks as u64,
         })
     }
 }

@@ -47,7 +47,8 @@ pub enum LockCommand {
     Check { name: String, token: u64 },
     /// Run a command while holding the lock. The token is in PLINTH_FENCING_TOKEN; the hold is
     /// renewed while the command runs; if the hold is lost, the command is killed and the exit
-    /// status is 3. Otherwise the exit status is the command's.
+    /// status is 3. On SIGINT or SIGTERM the command is killed and the lock released (status
+    /// 130). Otherwise the exit status is the command's.
     Run {
         name: String,
         /// Who holds the lock; this host and process id when absent.
@@ -69,7 +70,7 @@ pub enum LockCommand {
 #[derive(clap::Subcommand)]
 pub enum ElectionCommand {
     /// Campaign until leader, print the leader's token (its term), then keep the leadership
-    /// until interrupted (resigning) or lost (exit status 3).
+    /// until SIGINT or SIGTERM (resigning) or until it is lost (exit status 3).
     Campaign {
         name: String,
         /// The candidate's name; this host and process id when absent.
@@ -209,7 +210,8 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `command` while `guard` holds; kills it if the hold is lost or on Ctrl-C.
+/// Runs `command` while `guard` holds; kills it if the hold is lost, or on SIGINT or SIGTERM
+/// (then releasing the lock).
 async fn run_under(guard: LockGuard, command: &[String]) -> anyhow::Result<ExitCode> {
     let mut child = Command::new(&command[0])
         .args(&command[1..])
@@ -239,7 +241,7 @@ async fn run_under(guard: LockGuard, command: &[String]) -> anyhow::Result<ExitC
             );
             Ok(ExitCode::from(EXIT_LOST))
         }
-        _ = tokio::signal::ctrl_c() => {
+        _ = crate::stop_signal() => {
             let _ = child.kill().await;
             let _ = guard.release().await;
             Ok(ExitCode::from(130))
@@ -269,7 +271,7 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
                     eprintln!("error: lost leadership of {} (term {}): {lost:?}", leadership.name(), leadership.token());
                     return Ok(ExitCode::from(EXIT_LOST));
                 }
-                _ = tokio::signal::ctrl_c() => {
+                _ = crate::stop_signal() => {
                     leadership.release().await?;
                 }
             }

@@ -112,3 +112,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 5m ({e})"))
 }
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: how a command that holds something (a server, a
+/// lock, a leadership) learns to let go before it exits.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

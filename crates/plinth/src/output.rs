@@ -55,6 +55,7 @@ pub async fn status(opts: &ClientOpts) -> anyhow::Result<ExitCode> {
         println!("applied index:      {}", status.applied_index);
         println!("keys:               {}", status.keys);
         println!("leases:             {}", status.leases);
+        println!("locks:              {}", status.locks);
         println!(
             "wal size:           {} bytes in {} segments",
             status.wal_bytes, status.wal_segments

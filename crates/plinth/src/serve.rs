@@ -80,17 +80,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "plinth serving on http://{addr} (data directory {})",
         data_dir.display()
     );
-    plinth_server::serve(node.clone(), listener, shutdown_signal()).await?;
+    plinth_server::serve(node.clone(), listener, crate::stop_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -414,6 +414,42 @@ async fn lock_run_passes_the_token_and_kills_the_command_when_the_hold_is_lost()
     assert!(status.1.contains("lost lock job"), "{}", status.1);
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    // SIGTERM to `lock run`: the command is killed and the lock released at once.
+    let mut run = std::process::Command::new(Server::binary())
+        .args([
+            "lock",
+            "run",
+            "term",
+            "--ttl",
+            "30s",
+            "--endpoint",
+            &server.endpoint(),
+        ])
+        .args(["--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(10), "lock run holds the lock", || {
+        let c = c.clone();
+        async move { !c.lock_get("term").await.unwrap().holders.is_empty() }
+    })
+    .await;
+    let pid = run.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || run.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        c.lock_get("term").await.unwrap().holders.is_empty(),
+        "not released on SIGTERM"
+    );
+
     // And with a command that finishes: its exit status, and the lock released.
     let (code, stdout, _) =
         server.cli(&["lock", "run", "job", "--", "sh", "-c", "echo ran; exit 4"]);

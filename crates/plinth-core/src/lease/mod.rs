@@ -2,8 +2,8 @@
 //!
 //! Contract: `Grant(ttl)` returns a lease whose deadline is `clock + ttl`; `KeepAlive` moves the
 //! deadline to `clock + ttl` again; `Revoke` ends it at once. When the log's clock passes the
-//! deadline (on a `Tick`), the lease ends, and every resource attached to it (keys today; lock
-//! holds, registry instances and claims later) is released in that same revision. A new leader
+//! deadline (on a `Tick`), the lease ends, and every resource attached to it (keys and lock holds
+//! today; registry instances and claims later) is released in that same revision. A new leader
 //! proposes `Refresh`, which moves every deadline to at least `clock + ttl`, so that a leader whose
 //! wall clock runs ahead never expires a lease earlier than the old leader would have.
 //!
