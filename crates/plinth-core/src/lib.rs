@@ -13,6 +13,7 @@ pub mod lease;
 pub mod limits;
 pub mod lock;
 pub mod names;
+pub mod queue;
 mod state;
 #[cfg(test)]
 mod tests;

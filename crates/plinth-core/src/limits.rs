@@ -35,3 +35,33 @@ pub const LOCK_WAITERS_MAX: usize = 10_000;
 pub const LOCKS_MAX: usize = 1_000_000;
 /// An election leader's value is at most 64 KiB.
 pub const ELECTION_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Queues at once.
+pub const QUEUES_MAX: usize = 100_000;
+/// Messages one queue holds at once (every state).
+pub const QUEUE_MESSAGES_MAX: usize = 1_000_000;
+/// A message body is at most 1 MiB; a queue may set a lower maximum.
+pub const QUEUE_BODY_BYTES_MAX: u64 = 1024 * 1024;
+/// Messages in one send.
+pub const QUEUE_SEND_BATCH_MAX: usize = 100;
+/// Messages one receive hands out.
+pub const QUEUE_RECEIVE_MAX: u32 = 100;
+/// A receive long-polls at most 20 s.
+pub const QUEUE_WAIT_MS_MAX: u64 = 20_000;
+/// A delivery stays in flight at most 12 h per receive or visibility change.
+pub const QUEUE_VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;
+/// A message is delayed at most 15 min.
+pub const QUEUE_DELAY_MS_MAX: u64 = 15 * 60 * 1000;
+/// Receives before a message goes to the dead-letter queue: at most 1000.
+pub const QUEUE_MAX_RECEIVES_MAX: u32 = 1000;
+/// Messages are kept at least a minute and at most 14 days.
+pub const QUEUE_RETENTION_MS_MIN: u64 = 60 * 1000;
+pub const QUEUE_RETENTION_MS_MAX: u64 = 14 * 24 * 3600 * 1000;
+/// A dedup window is at most a day.
+pub const QUEUE_DEDUP_WINDOW_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Dedup ids are 1..=128 bytes.
+pub const QUEUE_DEDUP_ID_BYTES_MAX: usize = 128;
+/// Attributes per message, and their total bytes (keys and values).
+pub const QUEUE_ATTRIBUTES_MAX: usize = 16;
+pub const QUEUE_ATTRIBUTE_BYTES_MAX: usize = 16 * 1024;
+/// A nack reason is at most 1 KiB.
+pub const QUEUE_REASON_BYTES_MAX: usize = 1024;

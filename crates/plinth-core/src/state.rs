@@ -3,6 +3,7 @@
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
+use crate::queue::{QueueCommand, QueueError, QueueOutput, QueueState};
 use crate::{ErrorCode, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ pub enum Command {
     Kv(KvCommand),
     Lease(LeaseCommand),
     Lock(LockCommand),
+    Queue(QueueCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,7 @@ pub enum Output {
     Kv(KvOutput),
     Lease(LeaseOutput),
     Lock(LockOutput),
+    Queue(QueueOutput),
 }
 
 /// A refusal by the state machine: deterministic, the same on every replica.
@@ -42,6 +45,8 @@ pub enum StateError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 impl StateError {
@@ -50,6 +55,7 @@ impl StateError {
             StateError::Kv(e) => e.code(),
             StateError::Lease(e) => e.code(),
             StateError::Lock(e) => e.code(),
+            StateError::Queue(e) => e.code(),
         }
     }
 
@@ -58,6 +64,7 @@ impl StateError {
             StateError::Kv(e) => e.field(),
             StateError::Lease(e) => e.field(),
             StateError::Lock(e) => e.field(),
+            StateError::Queue(e) => e.field(),
         }
     }
 }
@@ -94,7 +101,7 @@ pub enum SnapshotError {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"PLNS";
-/// Version 2 added locks; version 1 snapshots (KV and leases only) still load.
+/// Version 2 added locks and queues; version 1 snapshots (KV and leases only) still load.
 const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +112,7 @@ pub struct State {
     kv: KvState,
     leases: LeaseState,
     locks: LockState,
+    queues: QueueState,
 }
 
 /// The state as snapshot version 1 encoded it.
@@ -129,6 +137,7 @@ impl State {
             }
             Command::Lease(_) => Ok(()),
             Command::Lock(c) => Ok(LockState::validate(c)?),
+            Command::Queue(c) => Ok(QueueState::validate(c)?),
         }
     }
 
@@ -157,6 +166,7 @@ impl State {
             Command::Tick => {
                 // Waiters whose deadline passed give up before any permit is handed on.
                 ctx.changed |= self.locks.expire_waiters(ctx.clock) > 0;
+                ctx.changed |= self.queues.tick(ctx.clock);
                 let expired = self.leases.expire(ctx.clock);
                 for id in &expired {
                     self.release_lease(*id, ctx);
@@ -192,6 +202,7 @@ impl State {
                 ctx.changed |= !matches!(out, LockOutput::AbandonedNode { waiters: 0 });
                 Ok(Output::Lock(out))
             }
+            Command::Queue(c) => Ok(Output::Queue(self.queues.apply(c, ctx)?)),
         }
     }
 
@@ -201,13 +212,17 @@ impl State {
         self.locks.release_lease(id, &mut self.leases, ctx);
     }
 
-    /// The earliest point on the log clock at which a `Tick` has work: a lease or a lock
-    /// waiter's deadline.
+    /// The earliest point on the log clock at which a `Tick` has work: a lease's or a lock
+    /// waiter's deadline, or a queue's delay, visibility, retention or dedup window ending.
     pub fn next_deadline(&self) -> Option<Millis> {
-        match (self.leases.next_deadline(), self.locks.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.leases.next_deadline(),
+            self.locks.next_deadline(),
+            self.queues.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn revision(&self) -> Revision {
@@ -230,11 +245,16 @@ impl State {
         &self.locks
     }
 
+    pub fn queues(&self) -> &QueueState {
+        &self.queues
+    }
+
     /// Recomputes every primitive's invariants from its primary data; panics naming the rule.
     pub fn check_invariants(&self) {
         self.kv.check_invariants(self.revision, &self.leases);
         self.leases.check_invariants();
         self.locks.check_invariants(&self.leases);
+        self.queues.check_invariants();
     }
 
     /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
@@ -262,6 +282,7 @@ impl State {
                     kv: v1.kv,
                     leases: v1.leases,
                     locks: LockState::default(),
+                    queues: QueueState::default(),
                 })
             }
             found => Err(SnapshotError::UnsupportedVersion { found }),

@@ -1,10 +1,11 @@
-//! Property tests over the whole state machine: random sequences of KV, lease and lock commands with
+//! Property tests over the whole state machine: random sequences of KV, lease, lock and queue commands with
 //! random (and sometimes backwards) stamps, invariants after every apply, a small model to
 //! compare with, and determinism of the snapshot bytes.
 
 use crate::kv::{Compare, CompareOp, CompareTarget, KeySpan, KvCommand, RangeRequest, Txn, TxnOp};
 use crate::lease::LeaseCommand;
 use crate::lock::LockCommand;
+use crate::queue::{NewMessage, QueueCommand, QueueConfig, Receipt};
 use crate::{Command, FencingToken, LeaseId, Millis, Output, Request, Revision, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -73,6 +74,17 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Renew { name: name.into(), token: FencingToken(t), ttl_ms: None })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Abandon { name: name.into(), ticket: Revision(t) })),
         1 => (0u64..2).prop_map(|node| Command::Lock(LockCommand::AbandonNode { node })),
+        1 => any::<bool>().prop_map(|fifo| Command::Queue(QueueCommand::Create { name: if fifo { "qf" } else { "q" }.into(), config: QueueConfig {
+            visibility_ms: 1_000, max_receives: 2, dead_letter_queue: None, retention_ms: 60_000,
+            max_body_bytes: 64, delay_ms: 0, dedup_window_ms: 2_000, fifo,
+        } })),
+        2 => (any::<bool>(), 0u8..3, prop::option::of(0u8..3), 0u64..1_500).prop_map(|(fifo, g, dedup, delay)| Command::Queue(QueueCommand::Send {
+            queue: if fifo { "qf" } else { "q" }.into(),
+            messages: vec![NewMessage { body: vec![g], attributes: Default::default(), delay_ms: Some(delay), dedup_id: dedup.map(|d| d.to_string()), group: fifo.then(|| format!("g{g}")) }],
+        })),
+        2 => (any::<bool>(), 1u32..3).prop_map(|(fifo, max)| Command::Queue(QueueCommand::Receive { queue: if fifo { "qf" } else { "q" }.into(), max, visibility_ms: None })),
+        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Ack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt } })),
+        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Nack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt }, delay_ms: 100, reason: "r".into() })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120, key(), any::<u8>()).prop_map(|(lock, t, key, v)| Command::Kv(KvCommand::Txn(Txn {
             compares: vec![Compare { key: vec![], op: CompareOp::Equal, target: CompareTarget::Fence { lock: lock.into(), token: FencingToken(t) } }],
             then: vec![TxnOp::Put { key, value: vec![v], lease: None }],

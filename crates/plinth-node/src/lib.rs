@@ -49,6 +49,7 @@ impl fmt::Display for LogRequest {
             Command::Kv(_) => "kv",
             Command::Lease(_) => "lease",
             Command::Lock(_) => "lock",
+            Command::Queue(_) => "queue",
         };
         write!(f, "{kind}@{}", self.0.stamp)
     }

@@ -1,0 +1,180 @@
+//! The queue commands and what they answer.
+
+use crate::{Millis, Revision};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A queue's settings, fixed at creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub visibility_ms: u64,
+    /// Receives after which a message that comes back moves to the dead-letter queue.
+    pub max_receives: u32,
+    pub dead_letter_queue: Option<String>,
+    pub retention_ms: u64,
+    pub max_body_bytes: u64,
+    /// The delay of a send that gives none.
+    pub delay_ms: u64,
+    pub dedup_window_ms: u64,
+    pub fifo: bool,
+}
+
+/// A message as sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    /// `None`: the queue's default delay.
+    pub delay_ms: Option<u64>,
+    pub dedup_id: Option<String>,
+    pub group: Option<String>,
+}
+
+/// Names one delivery of one message: what `Ack`, `Nack` and `ChangeVisibility` take. On the
+/// wire it reads `<message_id>.<attempt>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Receipt {
+    pub message_id: u64,
+    /// The delivery attempt: 1 for the first receive. It counts every delivery of the message
+    /// over its life (also across a dead-letter queue and redrive), so no receipt is valid twice.
+    pub attempt: u32,
+}
+
+impl fmt::Display for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.message_id, self.attempt)
+    }
+}
+
+impl Receipt {
+    /// Parses `<message_id>.<attempt>`.
+    pub fn parse(text: &str) -> Option<Receipt> {
+        let (id, attempt) = text.split_once('.')?;
+        Some(Receipt {
+            message_id: id.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueCommand {
+    Create {
+        name: String,
+        config: QueueConfig,
+    },
+    Delete {
+        name: String,
+    },
+    Send {
+        queue: String,
+        messages: Vec<NewMessage>,
+    },
+    /// Makes up to `max` visible messages in flight for `visibility_ms` (the queue's when
+    /// `None`).
+    Receive {
+        queue: String,
+        max: u32,
+        visibility_ms: Option<u64>,
+    },
+    Ack {
+        queue: String,
+        receipt: Receipt,
+    },
+    Nack {
+        queue: String,
+        receipt: Receipt,
+        delay_ms: u64,
+        reason: String,
+    },
+    ChangeVisibility {
+        queue: String,
+        receipt: Receipt,
+        visibility_ms: u64,
+    },
+    /// Moves up to `max` (all when 0) dead letters of `dlq` back to `to`, or to the queue each
+    /// came from.
+    Redrive {
+        dlq: String,
+        to: Option<String>,
+        max: u64,
+    },
+    Purge {
+        queue: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    pub message_id: u64,
+    /// The dedup id was seen inside the window: this is the first message's id, nothing new was
+    /// stored.
+    pub duplicate: bool,
+}
+
+/// Where a dead letter came from and how it got here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub source_queue: String,
+    pub receive_count: u32,
+    pub first_received_at: Millis,
+    pub last_reason: String,
+    pub dead_lettered_at: Millis,
+}
+
+/// A message handed out by `Receive`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub receipt: Receipt,
+    pub message: MessageInfo,
+    /// When this delivery's visibility ends, on the log clock.
+    pub visible_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub message_id: u64,
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    pub group: Option<String>,
+    pub sent_at: Millis,
+    pub receive_count: u32,
+    pub first_received_at: Option<Millis>,
+    pub dead_letter: Option<DeadLetter>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    /// Messages in the queue's dead-letter queue.
+    pub dead_letters: u64,
+    /// When the oldest message still in the queue was sent.
+    pub oldest_sent_at: Option<Millis>,
+    pub sent: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    pub config: QueueConfig,
+    pub created_revision: Revision,
+    pub stats: QueueStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueOutput {
+    Created { existed: bool },
+    Deleted { messages: u64 },
+    Sent(Vec<SendResult>),
+    Received(Vec<Delivery>),
+    Acked,
+    Nacked { dead_lettered: bool },
+    VisibilityChanged { visible_at: Millis },
+    Redriven { moved: u64 },
+    Purged { messages: u64 },
+}
