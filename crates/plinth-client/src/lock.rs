@@ -1,5 +1,5 @@
 //! Locks and elections: the calls, a [`LockGuard`] that renews its hold in the background and
-//! says the moment it is lost, an [`Election`] helper and an [`Observe`] stream of leaders.
+//! says when it is lost, an [`Election`] helper and an [`Observe`] stream of leaders.
 //!
 //! A guard's loss signal is a promise about this process, not about the world: a process can
 //! stall right after checking it. What makes a stale holder harmless is the fencing token, passed
@@ -298,9 +298,11 @@ pub enum Lost {
 }
 
 /// A held permit. It renews the hold at a third of its ttl, exposes the fencing token, and
-/// reports loss through [`LockGuard::lost`] the moment the server refuses a renewal or the ttl
-/// runs out without one succeeding (measured from when the last successful renewal was sent, so
-/// the guard gives up no later than the server does). Dropping the guard releases the hold.
+/// reports loss through [`LockGuard::lost`] as soon as the server refuses a renewal (so a hold
+/// revoked from outside is noticed at the next renewal, at most a third of the ttl later) or the
+/// ttl runs out without a renewal succeeding (measured from when the last successful renewal was
+/// sent, so the guard gives up no later than the server does). Dropping the guard releases the
+/// hold.
 pub struct LockGuard {
     client: Client,
     hold: pb::LockHold,
@@ -378,7 +380,8 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.task.abort();
-        if self.released || self.is_lost() {
+        // A hold the server refused is gone; one that could not be confirmed may still be there.
+        if self.released || *self.lost.borrow() == Some(Lost::Stale) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -404,8 +407,17 @@ async fn renew(
     let ttl = Duration::from_millis(hold.ttl_ms);
     let period = (ttl / 3).max(Duration::from_millis(50));
     let retry = (ttl / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
-    let mut deadline = sent + ttl;
-    let mut next = Instant::now() + period;
+    let received = Instant::now();
+    // The server's deadline is at least `sent + ttl`, since the grant came after the request was
+    // sent. After an acquire that waited in the queue that bound has little left (or has
+    // passed), so the guard renews at once and, until that renewal answers, assumes the grant
+    // reached it within half a ttl.
+    let waited = received.duration_since(sent) >= period;
+    let (mut deadline, mut next) = if waited {
+        (received + ttl / 2, received)
+    } else {
+        (sent + ttl, received + period)
+    };
     let verdict = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}

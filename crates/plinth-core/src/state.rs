@@ -225,6 +225,13 @@ impl State {
         .min()
     }
 
+    /// Moves the clock as applying a command stamped `stamp` would, and nothing else: tests use
+    /// it to say what a refused command must leave behind.
+    #[cfg(test)]
+    pub(crate) fn advance_clock(&mut self, stamp: Millis) {
+        self.clock = self.clock.max(stamp);
+    }
+
     pub fn revision(&self) -> Revision {
         self.revision
     }

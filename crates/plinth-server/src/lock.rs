@@ -5,16 +5,17 @@
 //! ticket is abandoned through the log, so a hold granted to nobody is released at once instead
 //! of blocking the lock until its lease expires.
 
-use crate::api::{Api, unexpected};
+use crate::api::{Api, now_ms, unexpected};
 use crate::convert;
 use crate::error::ApiError;
 use futures::{Stream, StreamExt as _};
 use plinth_core::limits::LOCK_WAIT_MS_MAX;
 use plinth_core::lock::{HoldInfo, LockCommand, LockOutput, TicketStatus};
-use plinth_core::{Command, ErrorCode, FencingToken, Output, Revision};
+use plinth_core::{Command, ErrorCode, FencingToken, Millis, Output, Revision};
 use plinth_proto::v1 as pb;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 pub type ObserveStream =
@@ -105,8 +106,14 @@ impl Api {
         check_name(&r.name)?;
         let name = r.name;
         let token = FencingToken(r.token);
+        // Against the wall clock too: a hold past its deadline is stale even before the tick that
+        // ends it, exactly as a fenced write stamped now would find.
+        let now = now_ms();
         let (current, header) = self
-            .read(false, move |s| s.locks().is_current(&name, token))
+            .read(false, move |s| {
+                let clock = s.clock().max(Millis(now));
+                s.locks().is_current(&name, token, s.leases(), clock)
+            })
             .await?;
         Ok(pb::LockCheckFenceResponse {
             header: Some(header),
@@ -233,11 +240,27 @@ impl Api {
         }
     }
 
-    /// Proposes an acquire; if it was queued, waits for the grant.
+    /// Proposes an acquire; if it was queued, waits for the grant. The work runs in a task of
+    /// its own so that it finishes what it started even when the caller goes away mid-call: a
+    /// queued ticket, or a grant the caller will never hear of, is then abandoned through the log
+    /// instead of holding up the lock for a whole ttl.
     async fn acquire(
         &self,
         command: LockCommand,
     ) -> Result<(HoldInfo, pb::ResponseHeader), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let api = self.clone();
+        tokio::spawn(async move { api.acquire_for(command, reply).await });
+        answer.await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "",
+                "the acquire was interrupted; acquire again",
+            ))
+        })
+    }
+
+    async fn acquire_for(&self, command: LockCommand, mut reply: oneshot::Sender<Acquired>) {
         let LockCommand::Acquire {
             name,
             owner,
@@ -248,28 +271,39 @@ impl Api {
             unreachable!("acquire proposes an Acquire")
         };
         let (name, owner, wait_ms) = (name.clone(), owner.clone(), *wait_ms);
-        match self.propose(Command::Lock(command)).await? {
-            (Output::Lock(LockOutput::Acquired(hold)), header) => Ok((hold, header)),
-            (Output::Lock(LockOutput::Queued { ticket, .. }), _) => {
-                self.await_ticket(name, owner, ticket, wait_ms).await
+        let (ticket, result) = match self.propose(Command::Lock(command)).await {
+            Ok((Output::Lock(LockOutput::Acquired(hold)), header)) => {
+                (Some(hold.ticket), Ok((hold, header)))
             }
-            (other, _) => unexpected(other),
+            Ok((Output::Lock(LockOutput::Queued { ticket, .. }), _)) => {
+                let waited = tokio::select! {
+                    waited = self.await_ticket(&name, &owner, ticket, wait_ms) => waited,
+                    _ = reply.closed() => {
+                        self.abandon(name, ticket).await;
+                        return;
+                    }
+                };
+                (Some(ticket), waited)
+            }
+            Ok((other, _)) => unexpected(other),
+            Err(e) => (None, Err(e)),
+        };
+        if let Err(unsent) = reply.send(result)
+            && let (Some(ticket), Ok(_)) = (ticket, unsent)
+        {
+            // The caller went away just as the hold was granted: release it.
+            self.abandon(name, ticket).await;
         }
     }
 
     async fn await_ticket(
         &self,
-        name: String,
-        owner: String,
+        name: &str,
+        owner: &str,
         ticket: Revision,
         wait_ms: u64,
-    ) -> Result<(HoldInfo, pb::ResponseHeader), ApiError> {
-        let mut guard = AbandonGuard {
-            api: Some(self.clone()),
-            name: name.clone(),
-            ticket,
-        };
-        let n = name.clone();
+    ) -> Acquired {
+        let n = name.to_owned();
         let granted = self.node.wait_until(move |s| {
             match s.locks().ticket_status(&n, ticket, s.leases(), s.clock()) {
                 TicketStatus::Waiting { .. } => None,
@@ -293,52 +327,30 @@ impl Api {
             )
         };
         match outcome {
-            Ok(Ok((TicketStatus::Held(hold), revision))) => {
-                guard.disarm();
-                Ok((hold, self.header(revision)))
-            }
-            Ok(Ok((_, _))) => {
-                guard.disarm();
+            Ok(Ok((TicketStatus::Held(hold), revision))) => Ok((hold, self.header(revision))),
+            Ok(Ok((_, _))) => Err(timed_out()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                // The ticker is late to drop the ticket: drop it here, so that nobody is granted
+                // a hold after being told the wait ran out.
+                self.abandon(name.to_owned(), ticket).await;
                 Err(timed_out())
             }
-            Ok(Err(e)) => Err(e.into()),
-            // The ticker is late; the guard abandons the ticket through the log.
-            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Takes a ticket out of its queue, or releases the hold granted to it. Refused when the
+    /// ticket is already gone, which is the outcome wanted.
+    async fn abandon(&self, name: String, ticket: Revision) {
+        let command = LockCommand::Abandon { name, ticket };
+        if let Err(e) = self.node.propose(Command::Lock(command)).await {
+            tracing::debug!(error = %e, "could not abandon a lock ticket");
         }
     }
 }
 
-/// Abandons a queued ticket when the call waiting for it ends without reporting a hold.
-struct AbandonGuard {
-    api: Option<Api>,
-    name: String,
-    ticket: Revision,
-}
-
-impl AbandonGuard {
-    fn disarm(&mut self) {
-        self.api = None;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        let Some(api) = self.api.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let command = LockCommand::Abandon {
-            name: std::mem::take(&mut self.name),
-            ticket: self.ticket,
-        };
-        runtime.spawn(async move {
-            // Refused when the ticket is already gone, which is the outcome wanted.
-            if let Err(e) = api.node.propose(Command::Lock(command)).await {
-                tracing::debug!(error = %e, "could not abandon a lock ticket");
-            }
-        });
-    }
-}
+/// What an acquire answers.
+type Acquired = Result<(HoldInfo, pb::ResponseHeader), ApiError>;
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     plinth_core::names::check_name(name).map_err(|e| ApiError::invalid("name", e.to_string()))

@@ -5,6 +5,8 @@ use crate::ClientOpts;
 use crate::output::{connect, json, text};
 use anyhow::Context as _;
 use plinth_client::{LockGuard, LockOptions, pb};
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::process::Command;
@@ -203,37 +205,50 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
                 wait,
                 permits,
             };
-            let guard = client.lock(name, options).await?;
-            return run_under(guard, &command).await;
+            // Listening before acquiring: a signal during the wait or the start must not leave
+            // a hold or a command behind.
+            let mut stop = Box::pin(crate::stop_signal());
+            let guard = tokio::select! {
+                guard = client.lock(name, options) => guard?,
+                _ = &mut stop => return Ok(ExitCode::from(130)),
+            };
+            return run_under(guard, &command, stop).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `command` while `guard` holds; kills it if the hold is lost, or on SIGINT or SIGTERM
-/// (then releasing the lock).
-async fn run_under(guard: LockGuard, command: &[String]) -> anyhow::Result<ExitCode> {
+/// Runs `command` while `guard` holds. If the hold is lost, the command's whole process group is
+/// killed at once (exit status 3); on SIGINT or SIGTERM the group gets SIGTERM, then SIGKILL after
+/// a grace period, and the lock is released (exit status 130). Otherwise the exit status is the
+/// command's (128 + the signal if a signal ended it).
+async fn run_under(
+    guard: LockGuard,
+    command: &[String],
+    mut stop: Pin<Box<impl Future<Output = ()>>>,
+) -> anyhow::Result<ExitCode> {
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .env("PLINTH_FENCING_TOKEN", guard.token().to_string())
         .env("PLINTH_LOCK_NAME", guard.name())
         .env("PLINTH_LOCK_LEASE", guard.hold().lease.to_string())
+        // Its own process group, so that what it starts is stopped with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot run {:?}", command[0]))?;
+    let group = child.id().map(|pid| pid as libc::pid_t);
     tokio::select! {
         status = child.wait() => {
             let status = status.context("waiting for the command")?;
             if let Err(e) = guard.release().await {
                 eprintln!("warning: releasing the lock failed: {e}");
             }
-            Ok(match status.code() {
-                Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-                None => ExitCode::FAILURE,
-            })
+            Ok(exit_code(status))
         }
         lost = guard.lost() => {
-            let _ = child.kill().await;
+            signal_group(group, libc::SIGKILL);
+            let _ = child.wait().await;
             eprintln!(
                 "error: lost lock {} (token {}): {lost:?}; the command was killed",
                 guard.name(),
@@ -241,11 +256,36 @@ async fn run_under(guard: LockGuard, command: &[String]) -> anyhow::Result<ExitC
             );
             Ok(ExitCode::from(EXIT_LOST))
         }
-        _ = crate::stop_signal() => {
-            let _ = child.kill().await;
+        _ = &mut stop => {
+            signal_group(group, libc::SIGTERM);
+            if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+                signal_group(group, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
             let _ = guard.release().await;
             Ok(ExitCode::from(130))
         }
+    }
+}
+
+/// How long a command gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+fn signal_group(group: Option<libc::pid_t>, signal: libc::c_int) {
+    if let Some(group) = group {
+        // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory.
+        unsafe {
+            libc::kill(-group, signal);
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
+        (None, None) => ExitCode::FAILURE,
     }
 }
 
@@ -260,7 +300,11 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
         } => {
             let candidate = candidate.unwrap_or_else(this_process);
             let election = client.election(name, candidate, value, ttl);
-            let leadership = election.campaign().await?;
+            let mut stop = Box::pin(crate::stop_signal());
+            let leadership = tokio::select! {
+                leadership = election.campaign() => leadership?,
+                _ = &mut stop => return Ok(ExitCode::from(130)),
+            };
             if opts.json {
                 json(leadership.hold());
             } else {
@@ -271,7 +315,7 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
                     eprintln!("error: lost leadership of {} (term {}): {lost:?}", leadership.name(), leadership.token());
                     return Ok(ExitCode::from(EXIT_LOST));
                 }
-                _ = crate::stop_signal() => {
+                _ = &mut stop => {
                     leadership.release().await?;
                 }
             }

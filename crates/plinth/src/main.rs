@@ -114,12 +114,16 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: how a command that holds something (a server, a
-/// lock, a leadership) learns to let go before it exits.
-pub async fn stop_signal() {
+/// lock, a leadership) learns to let go before it exits. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives in between is not lost.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

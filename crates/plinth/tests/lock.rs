@@ -139,7 +139,7 @@ async fn sixteen_clients_fenced_counter_with_stalled_holders() {
 async fn misuse_gets_stable_codes_and_changes_nothing() {
     let server = Server::start();
     let c = client(&server).await;
-    let opts = LockOptions::new("a").ttl(Duration::from_secs(1));
+    let opts = LockOptions::new("a").ttl(Duration::from_secs(60));
     let hold = c.lock_acquire("db", &opts).await.unwrap();
 
     let before = revision(&c).await;
@@ -184,15 +184,22 @@ async fn misuse_gets_stable_codes_and_changes_nothing() {
     assert_eq!(get.holders[0].token, hold.token);
 
     // Renew and release after expiry: the old token is stale, and stays refused.
+    let short = c
+        .lock_acquire(
+            "short",
+            &LockOptions::new("a").ttl(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
     eventually(Duration::from_secs(10), "the hold expired", || {
         let c = c.clone();
-        async move { c.lock_get("db").await.unwrap().holders.is_empty() }
+        async move { c.lock_get("short").await.unwrap().holders.is_empty() }
     })
     .await;
     let before = revision(&c).await;
-    let e = c.lock_renew("db", hold.token, None).await.unwrap_err();
+    let e = c.lock_renew("short", short.token, None).await.unwrap_err();
     assert_eq!(e.code, Code::StaleToken);
-    let e = c.lock_release("db", hold.token).await.unwrap_err();
+    let e = c.lock_release("short", short.token).await.unwrap_err();
     assert_eq!(e.code, Code::StaleToken);
     assert_eq!(revision(&c).await, before);
 
@@ -266,20 +273,20 @@ async fn waiters_are_served_in_order_give_up_at_their_deadline_and_leave_when_th
 }
 
 #[tokio::test]
-async fn a_guard_reports_loss_at_once_and_releases_on_drop() {
+async fn a_guard_reports_loss_at_its_next_renewal_and_releases_on_drop() {
     let server = Server::start();
     let c = client(&server).await;
     let guard = c
-        .lock("g", LockOptions::new("a").ttl(Duration::from_secs(1)))
+        .lock("g", LockOptions::new("a").ttl(Duration::from_secs(3)))
         .await
         .unwrap();
     // Renewed well past its ttl.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!guard.is_lost());
     assert!(c.lock_check_fence("g", guard.token()).await.unwrap());
     // An operator revokes the hold's lease: the guard hears it at its next renewal.
     c.lease_revoke(guard.hold().lease).await.unwrap();
-    let lost = tokio::time::timeout(Duration::from_secs(2), guard.lost())
+    let lost = tokio::time::timeout(Duration::from_secs(3), guard.lost())
         .await
         .expect("loss reported within a renewal period");
     assert_eq!(lost, Lost::Stale);
@@ -295,6 +302,37 @@ async fn a_guard_reports_loss_at_once_and_releases_on_drop() {
         async move { c.lock_get("g").await.unwrap().holders.is_empty() }
     })
     .await;
+}
+
+/// A guard that waited in the queue longer than its ttl holds, and keeps holding, once granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_that_waited_longer_than_its_ttl_holds_once_granted() {
+    let server = Server::start();
+    let c = client(&server).await;
+    let first = c
+        .lock_acquire(
+            "slow",
+            &LockOptions::new("first").ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let waiting = {
+        let c = c.clone();
+        let options = LockOptions::new("second")
+            .ttl(Duration::from_secs(1))
+            .wait(Duration::from_secs(20));
+        tokio::spawn(async move { c.lock("slow", options).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    c.lock_release("slow", first.token).await.unwrap();
+    let guard = waiting.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(
+        !guard.is_lost(),
+        "the guard gave up a hold it had just been granted"
+    );
+    assert!(c.lock_check_fence("slow", guard.token()).await.unwrap());
+    guard.release().await.unwrap();
 }
 
 #[tokio::test]
@@ -365,8 +403,11 @@ async fn lock_run_passes_the_token_and_kills_the_command_when_the_hold_is_lost()
     let c = client(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("token");
+    let grandchild = dir.path().join("grandchild");
+    // The command starts a process of its own: losing the hold must stop that one too.
     let script = format!(
-        "echo $PLINTH_FENCING_TOKEN > {}; exec sleep 60",
+        "sleep 60 & echo $! > {}; echo $PLINTH_FENCING_TOKEN > {}; wait",
+        grandchild.display(),
         out.display()
     );
     let mut run = std::process::Command::new(Server::binary())
@@ -413,8 +454,30 @@ async fn lock_run_passes_the_token_and_kills_the_command_when_the_hold_is_lost()
     assert_eq!(status.0.code(), Some(3), "{}", status.1);
     assert!(status.1.contains("lost lock job"), "{}", status.1);
     assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = std::fs::read_to_string(&grandchild)
+        .unwrap()
+        .trim()
+        .to_string();
+    eventually(
+        Duration::from_secs(5),
+        "the command's own child was killed",
+        || {
+            let stat = format!("/proc/{pid}/stat");
+            async move {
+                // Gone, or a zombie waiting to be reaped: either way no longer running.
+                std::fs::read_to_string(stat).map_or(true, |s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+                })
+            }
+        },
+    )
+    .await;
 
-    // SIGTERM to `lock run`: the command is killed and the lock released at once.
+    // SIGTERM to `lock run`: the command is stopped and the lock released at once.
+    let started_marker = dir.path().join("started");
+    let marker_script = format!("touch {}; exec sleep 60", started_marker.display());
     let mut run = std::process::Command::new(Server::binary())
         .args([
             "lock",
@@ -425,12 +488,12 @@ async fn lock_run_passes_the_token_and_kills_the_command_when_the_hold_is_lost()
             "--endpoint",
             &server.endpoint(),
         ])
-        .args(["--", "sleep", "60"])
+        .args(["--", "sh", "-c", &marker_script])
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(10), "lock run holds the lock", || {
-        let c = c.clone();
-        async move { !c.lock_get("term").await.unwrap().holders.is_empty() }
+    eventually(Duration::from_secs(10), "the command started", || {
+        let marker = started_marker.clone();
+        async move { marker.exists() }
     })
     .await;
     let pid = run.id().to_string();

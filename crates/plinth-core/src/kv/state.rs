@@ -343,7 +343,10 @@ impl KvState {
         locks: &LockState,
         ctx: &mut Ctx,
     ) -> Result<KvOutput, KvError> {
-        let succeeded = txn.compares.iter().all(|c| self.holds(c, locks));
+        let succeeded = txn
+            .compares
+            .iter()
+            .all(|c| self.holds(c, leases, locks, ctx.clock));
         let ops = if succeeded { &txn.then } else { &txn.otherwise };
         // Every lease is checked before anything changes, so a branch applies whole or not at all.
         for op in ops {
@@ -366,9 +369,15 @@ impl KvState {
         Ok(KvOutput::Txn { succeeded, results })
     }
 
-    fn holds(&self, compare: &Compare, locks: &LockState) -> bool {
+    fn holds(
+        &self,
+        compare: &Compare,
+        leases: &LeaseState,
+        locks: &LockState,
+        clock: Millis,
+    ) -> bool {
         if let CompareTarget::Fence { lock, token } = &compare.target {
-            let current = locks.is_current(lock, *token);
+            let current = locks.is_current(lock, *token, leases, clock);
             return match compare.op {
                 CompareOp::Equal => current,
                 _ => !current,

@@ -119,7 +119,7 @@ impl LockState {
                 token,
                 ttl_ms,
             } => {
-                let lease = self.holder(name, *token)?.lease;
+                let lease = self.holder(name, *token, leases, ctx.clock)?.lease;
                 leases
                     .renew(lease, *ttl_ms, ctx.clock)
                     .map_err(LockError::Lease)?;
@@ -128,11 +128,11 @@ impl LockState {
                 Ok((LockOutput::Renewed(info), None))
             }
             LockCommand::Release { name, token } => {
-                let lease = self.holder(name, *token)?.lease;
+                let lease = self.holder(name, *token, leases, ctx.clock)?.lease;
                 Ok((LockOutput::Released { token: *token }, Some(lease)))
             }
             LockCommand::Proclaim { name, token, value } => {
-                self.holder(name, *token)?;
+                self.holder(name, *token, leases, ctx.clock)?;
                 let lock = self.locks.get_mut(name).expect("holder found");
                 lock.holders.get_mut(token).expect("holder found").value = value.clone();
                 ctx.changed = true;
@@ -391,11 +391,17 @@ impl LockState {
         self.by_deadline.first().map(|(deadline, _, _)| *deadline)
     }
 
-    /// Whether `token` currently holds `name`: what `CheckFence` and the KV fence compare ask.
-    pub fn is_current(&self, name: &str, token: FencingToken) -> bool {
-        self.locks
-            .get(name)
-            .is_some_and(|lock| lock.holders.contains_key(&token))
+    /// Whether `token` holds `name` at log time `clock`: what `CheckFence` and the KV fence
+    /// compare ask. A hold whose deadline has passed no longer holds, even before the `Tick` that
+    /// ends it is applied.
+    pub fn is_current(
+        &self,
+        name: &str,
+        token: FencingToken,
+        leases: &LeaseState,
+        clock: Millis,
+    ) -> bool {
+        self.holder(name, token, leases, clock).is_ok()
     }
 
     /// The lock as seen at log time `clock`.
@@ -537,10 +543,23 @@ impl LockState {
         );
     }
 
-    fn holder(&self, name: &str, token: FencingToken) -> Result<&Holder, LockError> {
+    /// The holder of `token`, if its hold is still alive at `clock`: an expired hold can neither
+    /// renew, release nor proclaim, even before the `Tick` that ends it is applied.
+    fn holder(
+        &self,
+        name: &str,
+        token: FencingToken,
+        leases: &LeaseState,
+        clock: Millis,
+    ) -> Result<&Holder, LockError> {
         self.locks
             .get(name)
             .and_then(|lock| lock.holders.get(&token))
+            .filter(|holder| {
+                leases
+                    .info(holder.lease, clock)
+                    .is_some_and(|lease| lease.deadline > clock)
+            })
             .ok_or_else(|| LockError::StaleToken {
                 name: name.to_owned(),
                 token,

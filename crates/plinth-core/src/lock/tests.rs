@@ -114,7 +114,10 @@ fn a_free_lock_is_granted_with_the_revision_as_token_and_its_own_lease() {
     assert_eq!(hold.owner, "a");
     assert!(s.leases().is_alive(hold.lease));
     assert_eq!(holders(&s, "db"), vec![("a".into(), hold.token)]);
-    assert!(s.locks().is_current("db", hold.token));
+    assert!(
+        s.locks()
+            .is_current("db", hold.token, s.leases(), s.clock())
+    );
 }
 
 #[test]
@@ -151,7 +154,7 @@ fn waiters_are_granted_in_order_in_the_revision_that_frees_the_permit() {
         s.locks().ticket_status("db", b, s.leases(), s.clock()),
         TicketStatus::Held(_)
     ));
-    assert!(!s.locks().is_current("db", a));
+    assert!(!s.locks().is_current("db", a, s.leases(), s.clock()));
     // The released token is stale from now on.
     let before = s.clone();
     let again = run(&mut s, 1_003, release("db", a));
@@ -223,7 +226,7 @@ fn renew_moves_the_deadline_and_can_change_the_ttl() {
         (Millis(4_500), 3_000, a)
     );
     run(&mut s, 2_100, Command::Tick);
-    assert!(s.locks().is_current("db", a));
+    assert!(s.locks().is_current("db", a, s.leases(), s.clock()));
 }
 
 #[test]
@@ -391,7 +394,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
         Ok(Output::Lock(LockOutput::AbandonedNode { waiters: 1 }))
     );
     // The hold stays (its owner may have been told); only the waits go.
-    assert!(s.locks().is_current("db", a));
+    assert!(s.locks().is_current("db", a, s.leases(), s.clock()));
     let again = run(
         &mut s,
         1_000,
@@ -522,6 +525,8 @@ enum Step {
     Release(usize, usize),
     Abandon(usize, usize),
     Revoke(usize),
+    Proclaim(usize, usize),
+    AbandonNode,
     Tick,
 }
 
@@ -533,6 +538,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..3usize, any::<usize>()).prop_map(|(l, i)| Step::Release(l, i)),
         1 => (0..3usize, any::<usize>()).prop_map(|(l, i)| Step::Abandon(l, i)),
         1 => any::<usize>().prop_map(Step::Revoke),
+        1 => (0..3usize, any::<usize>()).prop_map(|(l, i)| Step::Proclaim(l, i)),
+        1 => Just(Step::AbandonNode),
         3 => Just(Step::Tick),
     ]
 }
@@ -572,9 +579,19 @@ proptest! {
                     None => Command::Tick,
                 },
                 Step::Revoke(i) => match pick(&leases, i) { Some(id) => Command::Lease(LeaseCommand::Revoke { id }), None => Command::Tick },
+                Step::Proclaim(l, i) => match pick(&tokens[l], i) {
+                    Some(token) => Command::Lock(LockCommand::Proclaim { name: LOCKS[l].into(), token, value: vec![i as u8] }),
+                    None => Command::Tick,
+                },
+                Step::AbandonNode => Command::Lock(LockCommand::AbandonNode { node: 1 }),
                 Step::Tick => Command::Tick,
             };
+            let mut unchanged = s.clone();
+            unchanged.advance_clock(Millis(now));
             let applied = run(&mut s, now, command);
+            if applied.result.is_err() {
+                prop_assert!(s == unchanged, "a refused command changed state: {:?}", applied.result);
+            }
             if let (Ok(Output::Lock(LockOutput::Queued { ticket, .. })), Some(l)) = (&applied.result, acquiring) {
                 tickets[l].push(*ticket);
             }
@@ -605,10 +622,17 @@ proptest! {
                         prop_assert!(w.ticket > *newest, "waiter {} on {} was overtaken by {}", w.ticket, name, newest);
                     }
                 }
+                // A hold whose deadline has passed is stale even before the tick that ends it.
+                for hold in &after.holders {
+                    let mut probe = s.clone();
+                    let late = probe.apply(&Request { stamp: hold.deadline, command: renew(name, hold.token) });
+                    prop_assert_eq!(late.result.unwrap_err().code(), ErrorCode::StaleToken);
+                    prop_assert!(!probe.locks().is_current(name, hold.token, probe.leases(), hold.deadline));
+                }
                 // No stale token is ever accepted: renew, release and the fence all refuse it,
                 // and refusing changes nothing.
                 for token in &ended[l] {
-                    prop_assert!(!s.locks().is_current(name, *token));
+                    prop_assert!(!s.locks().is_current(name, *token, s.leases(), s.clock()));
                     for command in [renew(name, *token), release(name, *token)] {
                         let mut probe = s.clone();
                         let refused = probe.apply(&Request { stamp: s.clock(), command });
