@@ -8,6 +8,7 @@ use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
 use pb::lock_client::LockClient;
 use pb::maintenance_client::MaintenanceClient;
+use pb::queue_client::QueueClient;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -20,6 +21,7 @@ pub struct Client {
     lease: LeaseClient<Channel>,
     pub(crate) lock: LockClient<Channel>,
     pub(crate) election: ElectionClient<Channel>,
+    pub(crate) queue: QueueClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
 }
 
@@ -57,6 +59,7 @@ impl Client {
             lease: LeaseClient::new(channel.clone()),
             lock: LockClient::new(channel.clone()),
             election: ElectionClient::new(channel.clone()),
+            queue: QueueClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         }
     }

@@ -1,6 +1,6 @@
 //! The plinth Rust SDK: a typed client for every call, a watch that reconnects and resumes
-//! without gap or duplicate, a lease keep-alive task, and a lock guard that renews its hold,
-//! exposes its fencing token and says when the hold is lost.
+//! without gap or duplicate, a lease keep-alive task, a lock guard that renews its hold, exposes
+//! its fencing token and says when the hold is lost, and a queue consumer.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plinth_client::Error> {
@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod lease;
 mod lock;
+mod queue;
 mod watch;
 
 pub use client::Client;
@@ -22,4 +23,5 @@ pub use error::{Code, Error};
 pub use lease::KeepAlive;
 pub use lock::{Election, LockGuard, LockOptions, Lost, Observe};
 pub use plinth_proto::v1 as pb;
+pub use queue::{Consumer, ConsumerOptions, ConsumerStats};
 pub use watch::{Watch, WatchOptions};

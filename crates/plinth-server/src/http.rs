@@ -54,6 +54,18 @@ pub fn router(api: Api) -> Router {
         "/v1/election/leader" => election_leader,
         "/v1/election/proclaim" => election_proclaim,
         "/v1/election/resign" => election_resign,
+        "/v1/queue/create" => queue_create,
+        "/v1/queue/delete" => queue_delete,
+        "/v1/queue/list" => queue_list,
+        "/v1/queue/stats" => queue_stats,
+        "/v1/queue/send" => queue_send,
+        "/v1/queue/send_batch" => queue_send_batch,
+        "/v1/queue/receive" => queue_receive,
+        "/v1/queue/ack" => queue_ack,
+        "/v1/queue/nack" => queue_nack,
+        "/v1/queue/change_visibility" => queue_change_visibility,
+        "/v1/queue/redrive" => queue_redrive,
+        "/v1/queue/purge" => queue_purge,
         "/v1/maintenance/status" => maintenance_status,
     );
     router

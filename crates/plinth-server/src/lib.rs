@@ -12,6 +12,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod queue;
 
 pub use api::Api;
 pub use error::ApiError;
@@ -20,7 +21,7 @@ pub use http::BODY_BYTES_MAX;
 use plinth_node::Node;
 use plinth_proto::v1::{
     election_server::ElectionServer, kv_server::KvServer, lease_server::LeaseServer,
-    lock_server::LockServer, maintenance_server::MaintenanceServer,
+    lock_server::LockServer, maintenance_server::MaintenanceServer, queue_server::QueueServer,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -38,6 +39,7 @@ pub async fn serve(
         .add_service(LeaseServer::new(api.clone()))
         .add_service(LockServer::new(api.clone()))
         .add_service(ElectionServer::new(api.clone()))
+        .add_service(QueueServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);

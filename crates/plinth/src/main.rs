@@ -5,6 +5,7 @@ mod kv;
 mod lease;
 mod lock;
 mod output;
+mod queue;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -69,6 +70,13 @@ enum Top {
         #[command(subcommand)]
         command: lock::ElectionCommand,
     },
+    /// Work queues with visibility timeouts, retries and dead-letter queues.
+    Queue {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
     /// The node's status: revision, leader, term, applied index, WAL size.
     Status {
         #[command(flatten)]
@@ -95,6 +103,7 @@ fn main() -> ExitCode {
             Top::Lease { opts, command } => lease::run(&opts, command).await,
             Top::Lock { opts, command } => lock::run(&opts, command).await,
             Top::Election { opts, command } => lock::run_election(&opts, command).await,
+            Top::Queue { opts, command } => queue::run(&opts, command).await,
             Top::Status { opts } => output::status(&opts).await,
         }
     });

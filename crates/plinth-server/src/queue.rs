@@ -1,0 +1,410 @@
+//! The queue calls and their gRPC service. `Receive` long-polls: when nothing is visible it
+//! waits on the applied state (woken by every apply, not by polling) until a message becomes
+//! receivable or the wait runs out.
+
+use crate::api::{Api, unexpected};
+use crate::error::ApiError;
+use plinth_core::limits::QUEUE_WAIT_MS_MAX;
+use plinth_core::queue::{
+    Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
+};
+use plinth_core::{Command, ErrorCode, Output};
+use plinth_proto::v1 as pb;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// The settings a 0 in `QueueConfig` stands for.
+const DEFAULT_VISIBILITY_MS: u64 = 30_000;
+const DEFAULT_MAX_RECEIVES: u32 = 5;
+const DEFAULT_RETENTION_MS: u64 = 4 * 24 * 3600 * 1000;
+const DEFAULT_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+fn config(c: pb::QueueConfig) -> QueueConfig {
+    let or = |value: u64, default: u64| if value == 0 { default } else { value };
+    QueueConfig {
+        visibility_ms: or(c.visibility_ms, DEFAULT_VISIBILITY_MS),
+        max_receives: if c.max_receives == 0 {
+            DEFAULT_MAX_RECEIVES
+        } else {
+            c.max_receives
+        },
+        dead_letter_queue: (!c.dead_letter_queue.is_empty()).then_some(c.dead_letter_queue),
+        retention_ms: or(c.retention_ms, DEFAULT_RETENTION_MS),
+        max_body_bytes: or(c.max_body_bytes, plinth_core::limits::QUEUE_BODY_BYTES_MAX),
+        delay_ms: c.delay_ms,
+        dedup_window_ms: or(c.dedup_window_ms, DEFAULT_DEDUP_WINDOW_MS),
+        fifo: c.fifo,
+    }
+}
+
+fn config_out(c: QueueConfig) -> pb::QueueConfig {
+    pb::QueueConfig {
+        visibility_ms: c.visibility_ms,
+        max_receives: c.max_receives,
+        dead_letter_queue: c.dead_letter_queue.unwrap_or_default(),
+        retention_ms: c.retention_ms,
+        max_body_bytes: c.max_body_bytes,
+        delay_ms: c.delay_ms,
+        dedup_window_ms: c.dedup_window_ms,
+        fifo: c.fifo,
+    }
+}
+
+fn info_out(i: QueueInfo) -> pb::QueueInfo {
+    let s = i.stats;
+    pb::QueueInfo {
+        name: i.name,
+        config: Some(config_out(i.config)),
+        stats: Some(pb::QueueStats {
+            visible: s.visible,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            dead_letters: s.dead_letters,
+            oldest_sent_at_ms: s.oldest_sent_at.map_or(0, |t| t.0),
+            sent: s.sent,
+            acked: s.acked,
+            dead_lettered: s.dead_lettered,
+        }),
+    }
+}
+
+fn entry(e: pb::QueueSendEntry) -> NewMessage {
+    NewMessage {
+        body: e.body,
+        attributes: e.attributes.into_iter().collect::<BTreeMap<_, _>>(),
+        delay_ms: e.delay_ms,
+        dedup_id: (!e.dedup_id.is_empty()).then_some(e.dedup_id),
+        group: (!e.group.is_empty()).then_some(e.group),
+    }
+}
+
+fn delivery(d: Delivery) -> pb::QueueDelivery {
+    let m = d.message;
+    pb::QueueDelivery {
+        receipt: d.receipt.to_string(),
+        message_id: m.message_id,
+        body: m.body,
+        attributes: m.attributes.into_iter().collect(),
+        group: m.group.unwrap_or_default(),
+        sent_at_ms: m.sent_at.0,
+        receive_count: m.receive_count,
+        first_received_at_ms: m.first_received_at.map_or(0, |t| t.0),
+        visible_at_ms: d.visible_at.0,
+        dead_letter: m.dead_letter.map(|l| pb::QueueDeadLetter {
+            source_queue: l.source_queue,
+            receive_count: l.receive_count,
+            first_received_at_ms: l.first_received_at.0,
+            last_reason: l.last_reason,
+            dead_lettered_at_ms: l.dead_lettered_at.0,
+        }),
+    }
+}
+
+fn receipt(text: &str) -> Result<Receipt, ApiError> {
+    Receipt::parse(text).ok_or_else(|| {
+        ApiError::invalid(
+            "receipt",
+            format!("receipt {text:?} is not a receipt; receipts read <message_id>.<attempt>"),
+        )
+    })
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::from(plinth_core::StateError::from(
+        plinth_core::queue::QueueError::NotFound { name: name.into() },
+    ))
+}
+
+impl Api {
+    async fn queue_command(
+        &self,
+        command: QueueCommand,
+    ) -> Result<(QueueOutput, pb::ResponseHeader), ApiError> {
+        match self.propose(Command::Queue(command)).await? {
+            (Output::Queue(out), header) => Ok((out, header)),
+            (other, _) => unexpected(other),
+        }
+    }
+
+    pub async fn queue_create(
+        &self,
+        r: pb::QueueCreateRequest,
+    ) -> Result<pb::QueueCreateResponse, ApiError> {
+        let name = r.name.clone();
+        let command = QueueCommand::Create {
+            name: r.name,
+            config: config(r.config.unwrap_or_default()),
+        };
+        let (out, header) = self.queue_command(command).await?;
+        let QueueOutput::Created { existed } = out else {
+            unexpected(Output::Queue(out))
+        };
+        let (info, _) = self
+            .read(false, move |s| s.queues().queue_info(&name))
+            .await?;
+        Ok(pb::QueueCreateResponse {
+            header: Some(header),
+            existed,
+            queue: info.map(info_out),
+        })
+    }
+
+    pub async fn queue_delete(
+        &self,
+        r: pb::QueueDeleteRequest,
+    ) -> Result<pb::QueueDeleteResponse, ApiError> {
+        match self
+            .queue_command(QueueCommand::Delete { name: r.name })
+            .await?
+        {
+            (QueueOutput::Deleted { messages }, header) => Ok(pb::QueueDeleteResponse {
+                header: Some(header),
+                messages,
+            }),
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_list(
+        &self,
+        r: pb::QueueListRequest,
+    ) -> Result<pb::QueueListResponse, ApiError> {
+        let (queues, header) = self.read(r.serializable, |s| s.queues().list()).await?;
+        Ok(pb::QueueListResponse {
+            header: Some(header),
+            queues: queues.into_iter().map(info_out).collect(),
+        })
+    }
+
+    pub async fn queue_stats(
+        &self,
+        r: pb::QueueStatsRequest,
+    ) -> Result<pb::QueueStatsResponse, ApiError> {
+        let name = r.name.clone();
+        let (info, header) = self
+            .read(r.serializable, move |s| s.queues().queue_info(&name))
+            .await?;
+        let info = info.ok_or_else(|| not_found(&r.name))?;
+        Ok(pb::QueueStatsResponse {
+            header: Some(header),
+            queue: Some(info_out(info)),
+        })
+    }
+
+    pub async fn queue_send(
+        &self,
+        r: pb::QueueSendRequest,
+    ) -> Result<pb::QueueSendResponse, ApiError> {
+        let message = entry(pb::QueueSendEntry {
+            body: r.body,
+            attributes: r.attributes,
+            delay_ms: r.delay_ms,
+            dedup_id: r.dedup_id,
+            group: r.group,
+        });
+        let command = QueueCommand::Send {
+            queue: r.queue,
+            messages: vec![message],
+        };
+        match self.queue_command(command).await? {
+            (QueueOutput::Sent(results), header) => {
+                let first = &results[0];
+                Ok(pb::QueueSendResponse {
+                    header: Some(header),
+                    message_id: first.message_id,
+                    duplicate: first.duplicate,
+                })
+            }
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_send_batch(
+        &self,
+        r: pb::QueueSendBatchRequest,
+    ) -> Result<pb::QueueSendBatchResponse, ApiError> {
+        let command = QueueCommand::Send {
+            queue: r.queue,
+            messages: r.messages.into_iter().map(entry).collect(),
+        };
+        match self.queue_command(command).await? {
+            (QueueOutput::Sent(results), header) => Ok(pb::QueueSendBatchResponse {
+                header: Some(header),
+                results: results
+                    .into_iter()
+                    .map(|r| pb::QueueSendResult {
+                        message_id: r.message_id,
+                        duplicate: r.duplicate,
+                    })
+                    .collect(),
+            }),
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_receive(
+        &self,
+        r: pb::QueueReceiveRequest,
+    ) -> Result<pb::QueueReceiveResponse, ApiError> {
+        if r.wait_ms > QUEUE_WAIT_MS_MAX {
+            return Err(ApiError::invalid(
+                "wait",
+                format!(
+                    "wait is {}ms; the maximum is {QUEUE_WAIT_MS_MAX}ms",
+                    r.wait_ms
+                ),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
+        let command = QueueCommand::Receive {
+            queue: r.queue.clone(),
+            max: r.max.max(1),
+            visibility_ms: (r.visibility_ms != 0).then_some(r.visibility_ms),
+        };
+        loop {
+            let (out, header) = self.queue_command(command.clone()).await?;
+            let QueueOutput::Received(deliveries) = out else {
+                unexpected(Output::Queue(out))
+            };
+            if !deliveries.is_empty() || Instant::now() >= deadline {
+                return Ok(pb::QueueReceiveResponse {
+                    header: Some(header),
+                    messages: deliveries.into_iter().map(delivery).collect(),
+                });
+            }
+            // Nothing visible: wait until an apply makes something receivable (a send, a nack,
+            // a tick that ends a delay or a visibility timeout), or the wait runs out.
+            let queue = r.queue.clone();
+            let ready = self
+                .node
+                .wait_until(move |s| s.queues().has_receivable(&queue).then_some(()));
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                ready = ready => ready?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(pb::QueueReceiveResponse { header: Some(header), messages: Vec::new() });
+                }
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    return Err(ApiError::new(ErrorCode::Unavailable, "", "the server is shutting down"));
+                }
+            }
+        }
+    }
+
+    pub async fn queue_ack(
+        &self,
+        r: pb::QueueAckRequest,
+    ) -> Result<pb::QueueAckResponse, ApiError> {
+        let command = QueueCommand::Ack {
+            queue: r.queue,
+            receipt: receipt(&r.receipt)?,
+        };
+        let (_, header) = self.queue_command(command).await?;
+        Ok(pb::QueueAckResponse {
+            header: Some(header),
+        })
+    }
+
+    pub async fn queue_nack(
+        &self,
+        r: pb::QueueNackRequest,
+    ) -> Result<pb::QueueNackResponse, ApiError> {
+        let command = QueueCommand::Nack {
+            queue: r.queue,
+            receipt: receipt(&r.receipt)?,
+            delay_ms: r.delay_ms,
+            reason: r.reason,
+        };
+        match self.queue_command(command).await? {
+            (QueueOutput::Nacked { dead_lettered }, header) => Ok(pb::QueueNackResponse {
+                header: Some(header),
+                dead_lettered,
+            }),
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_change_visibility(
+        &self,
+        r: pb::QueueChangeVisibilityRequest,
+    ) -> Result<pb::QueueChangeVisibilityResponse, ApiError> {
+        let command = QueueCommand::ChangeVisibility {
+            queue: r.queue,
+            receipt: receipt(&r.receipt)?,
+            visibility_ms: r.visibility_ms,
+        };
+        match self.queue_command(command).await? {
+            (QueueOutput::VisibilityChanged { visible_at }, header) => {
+                Ok(pb::QueueChangeVisibilityResponse {
+                    header: Some(header),
+                    visible_at_ms: visible_at.0,
+                })
+            }
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_redrive(
+        &self,
+        r: pb::QueueRedriveRequest,
+    ) -> Result<pb::QueueRedriveResponse, ApiError> {
+        let command = QueueCommand::Redrive {
+            dlq: r.dlq,
+            to: (!r.to.is_empty()).then_some(r.to),
+            max: r.max,
+        };
+        match self.queue_command(command).await? {
+            (QueueOutput::Redriven { moved }, header) => Ok(pb::QueueRedriveResponse {
+                header: Some(header),
+                moved,
+            }),
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+
+    pub async fn queue_purge(
+        &self,
+        r: pb::QueuePurgeRequest,
+    ) -> Result<pb::QueuePurgeResponse, ApiError> {
+        match self
+            .queue_command(QueueCommand::Purge { queue: r.name })
+            .await?
+        {
+            (QueueOutput::Purged { messages }, header) => Ok(pb::QueuePurgeResponse {
+                header: Some(header),
+                messages,
+            }),
+            (other, _) => unexpected(Output::Queue(other)),
+        }
+    }
+}
+
+macro_rules! grpc_calls {
+    ($($method:ident($request:ty) -> $response:ty => $call:ident;)*) => {
+        #[tonic::async_trait]
+        impl pb::queue_server::Queue for Api {
+            $(
+                async fn $method(&self, r: Request<$request>) -> Result<Response<$response>, Status> {
+                    Ok(Response::new(self.$call(r.into_inner()).await?))
+                }
+            )*
+        }
+    };
+}
+
+grpc_calls! {
+    create(pb::QueueCreateRequest) -> pb::QueueCreateResponse => queue_create;
+    delete(pb::QueueDeleteRequest) -> pb::QueueDeleteResponse => queue_delete;
+    list(pb::QueueListRequest) -> pb::QueueListResponse => queue_list;
+    stats(pb::QueueStatsRequest) -> pb::QueueStatsResponse => queue_stats;
+    send(pb::QueueSendRequest) -> pb::QueueSendResponse => queue_send;
+    send_batch(pb::QueueSendBatchRequest) -> pb::QueueSendBatchResponse => queue_send_batch;
+    receive(pb::QueueReceiveRequest) -> pb::QueueReceiveResponse => queue_receive;
+    ack(pb::QueueAckRequest) -> pb::QueueAckResponse => queue_ack;
+    nack(pb::QueueNackRequest) -> pb::QueueNackResponse => queue_nack;
+    change_visibility(pb::QueueChangeVisibilityRequest) -> pb::QueueChangeVisibilityResponse => queue_change_visibility;
+    redrive(pb::QueueRedriveRequest) -> pb::QueueRedriveResponse => queue_redrive;
+    purge(pb::QueuePurgeRequest) -> pb::QueuePurgeResponse => queue_purge;
+}

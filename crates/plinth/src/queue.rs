@@ -1,0 +1,385 @@
+//! `plinth queue ...`: create, send, receive, ack, nack, stats, list, redrive, purge, delete, and
+//! consume (a command per message).
+
+use crate::ClientOpts;
+use crate::output::{connect, json, text};
+use anyhow::Context as _;
+use plinth_client::{ConsumerOptions, pb};
+use std::io::BufRead as _;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
+
+/// Messages per send: the server's batch limit.
+const SEND_BATCH_MAX: usize = 100;
+
+#[derive(clap::Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue (creating it again with the same settings is fine).
+    Create {
+        name: String,
+        /// How long a received message stays invisible before it is delivered again.
+        #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+        visibility: std::time::Duration,
+        /// Receives after which a message that comes back goes to the dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+        /// The dead-letter queue (it must exist).
+        #[arg(long)]
+        dlq: Option<String>,
+        /// How long a message is kept (1m to 14d).
+        #[arg(long, default_value = "4d", value_parser = crate::parse_duration)]
+        retention: std::time::Duration,
+        /// The delay of a send that gives none.
+        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+        delay: std::time::Duration,
+        /// How long a dedup id is remembered.
+        #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+        dedup_window: std::time::Duration,
+        /// The largest body, in bytes (at most 1 MiB).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        max_body_bytes: u64,
+        /// A FIFO queue: every send names a group; each group is delivered in order, one at a time.
+        #[arg(long)]
+        fifo: bool,
+    },
+    /// Send BODY, or every line of stdin as a message when BODY is absent; prints the ids.
+    Send {
+        name: String,
+        body: Option<String>,
+        #[arg(long, value_parser = crate::parse_duration)]
+        delay: Option<std::time::Duration>,
+        #[arg(long)]
+        dedup_id: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Receive up to --max messages, waiting up to --wait for one; prints `receipt<TAB>body`.
+    Receive {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        max: u32,
+        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+        wait: std::time::Duration,
+        /// Visibility of these deliveries instead of the queue's.
+        #[arg(long, value_parser = crate::parse_duration)]
+        visibility: Option<std::time::Duration>,
+    },
+    /// Delete a received message.
+    Ack { name: String, receipt: String },
+    /// Give a received message back.
+    Nack {
+        name: String,
+        receipt: String,
+        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+        delay: std::time::Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Counts and settings of a queue.
+    Stats { name: String },
+    /// Every queue with its counts.
+    List,
+    /// Move dead letters of DLQ back to where they came from (or --to).
+    Redrive {
+        dlq: String,
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 0)]
+        max: u64,
+    },
+    /// Delete every message of a queue.
+    Purge { name: String },
+    /// Delete a queue and its messages.
+    Delete { name: String },
+    /// Run COMMAND for every message, the body on its stdin (and PLINTH_MESSAGE_ID,
+    /// PLINTH_RECEIPT, PLINTH_RECEIVE_COUNT in its environment): exit status 0 acks, anything
+    /// else nacks with backoff. Runs until SIGINT or SIGTERM, then finishes what is running.
+    Consume {
+        name: String,
+        /// Commands running at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Stop once a receive has waited this long and found nothing.
+        #[arg(long, value_parser = crate::parse_duration)]
+        exit_when_idle: Option<std::time::Duration>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+fn info_line(q: &pb::QueueInfo) -> String {
+    let s = q.stats.unwrap_or_default();
+    format!(
+        "{}\tvisible {}\tin flight {}\tdelayed {}\tdead letters {}\tsent {}\tacked {}",
+        q.name, s.visible, s.in_flight, s.delayed, s.dead_letters, s.sent, s.acked
+    )
+}
+
+pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(opts).await?;
+    let ms = |d: Duration| d.as_millis() as u64;
+    match command {
+        QueueCommand::Create {
+            name,
+            visibility,
+            max_receives,
+            dlq,
+            retention,
+            delay,
+            dedup_window,
+            max_body_bytes,
+            fifo,
+        } => {
+            let config = pb::QueueConfig {
+                visibility_ms: ms(visibility),
+                max_receives,
+                dead_letter_queue: dlq.unwrap_or_default(),
+                retention_ms: ms(retention),
+                max_body_bytes,
+                delay_ms: ms(delay),
+                dedup_window_ms: ms(dedup_window),
+                fifo,
+            };
+            let reply = client.queue_create(name.clone(), config).await?;
+            if opts.json {
+                json(&reply);
+            } else if reply.existed {
+                println!("queue {name} exists with these settings");
+            } else {
+                println!("queue {name} created");
+            }
+        }
+        QueueCommand::Send {
+            name,
+            body,
+            delay,
+            dedup_id,
+            group,
+        } => {
+            let entry = |body: Vec<u8>| pb::QueueSendEntry {
+                body,
+                attributes: Default::default(),
+                delay_ms: delay.map(ms),
+                dedup_id: dedup_id.clone().unwrap_or_default(),
+                group: group.clone().unwrap_or_default(),
+            };
+            let bodies: Vec<Vec<u8>> = match body {
+                Some(body) => vec![body.into_bytes()],
+                None => std::io::stdin()
+                    .lock()
+                    .lines()
+                    .map(|line| line.map(String::into_bytes))
+                    .collect::<Result<_, _>>()
+                    .context("reading bodies from stdin")?,
+            };
+            for chunk in bodies.chunks(SEND_BATCH_MAX) {
+                let results = client
+                    .queue_send_batch(name.clone(), chunk.iter().cloned().map(entry).collect())
+                    .await?;
+                for r in results {
+                    if opts.json {
+                        json(&r);
+                    } else if r.duplicate {
+                        println!("{} (duplicate)", r.message_id);
+                    } else {
+                        println!("{}", r.message_id);
+                    }
+                }
+            }
+        }
+        QueueCommand::Receive {
+            name,
+            max,
+            wait,
+            visibility,
+        } => {
+            let messages = client
+                .queue_receive_request(pb::QueueReceiveRequest {
+                    queue: name,
+                    max,
+                    visibility_ms: visibility.map_or(0, ms),
+                    wait_ms: ms(wait),
+                })
+                .await?;
+            for m in &messages {
+                if opts.json {
+                    json(m);
+                } else {
+                    println!("{}\t{}", m.receipt, text(&m.body));
+                }
+            }
+            if messages.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        QueueCommand::Ack { name, receipt } => {
+            client.queue_ack(name, receipt.clone()).await?;
+            if !opts.json {
+                println!("acked {receipt}");
+            }
+        }
+        QueueCommand::Nack {
+            name,
+            receipt,
+            delay,
+            reason,
+        } => {
+            let dead = client
+                .queue_nack(name, receipt.clone(), delay, reason)
+                .await?;
+            if opts.json {
+                println!("{}", serde_json::json!({ "dead_lettered": dead }));
+            } else if dead {
+                println!("nacked {receipt}: moved to the dead-letter queue");
+            } else {
+                println!("nacked {receipt}");
+            }
+        }
+        QueueCommand::Stats { name } => {
+            let info = client.queue_stats(name).await?;
+            if opts.json {
+                json(&info);
+            } else {
+                let s = info.stats.unwrap_or_default();
+                let c = info.config.clone().unwrap_or_default();
+                println!("queue:          {}", info.name);
+                println!("visible:        {}", s.visible);
+                println!("in flight:      {}", s.in_flight);
+                println!("delayed:        {}", s.delayed);
+                println!("dead letters:   {}", s.dead_letters);
+                println!("sent:           {}", s.sent);
+                println!("acked:          {}", s.acked);
+                println!("dead-lettered:  {}", s.dead_lettered);
+                println!("visibility:     {}ms", c.visibility_ms);
+                println!("max receives:   {}", c.max_receives);
+                println!(
+                    "dlq:            {}",
+                    if c.dead_letter_queue.is_empty() {
+                        "none"
+                    } else {
+                        &c.dead_letter_queue
+                    }
+                );
+                println!("fifo:           {}", c.fifo);
+            }
+        }
+        QueueCommand::List => {
+            let queues = client.queue_list().await?;
+            for q in &queues {
+                if opts.json {
+                    json(q);
+                } else {
+                    println!("{}", info_line(q));
+                }
+            }
+        }
+        QueueCommand::Redrive { dlq, to, max } => {
+            let moved = client.queue_redrive(dlq.clone(), to, max).await?;
+            if opts.json {
+                println!("{}", serde_json::json!({ "moved": moved }));
+            } else {
+                println!("moved {moved} messages out of {dlq}");
+            }
+        }
+        QueueCommand::Purge { name } => {
+            let n = client.queue_purge(name.clone()).await?;
+            if opts.json {
+                println!("{}", serde_json::json!({ "messages": n }));
+            } else {
+                println!("purged {n} messages from {name}");
+            }
+        }
+        QueueCommand::Delete { name } => {
+            let n = client.queue_delete(name.clone()).await?;
+            if opts.json {
+                println!("{}", serde_json::json!({ "messages": n }));
+            } else {
+                println!("deleted queue {name} and its {n} messages");
+            }
+        }
+        QueueCommand::Consume {
+            name,
+            concurrency,
+            exit_when_idle,
+            command,
+        } => return consume(client, name, concurrency, exit_when_idle, command).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn consume(
+    client: plinth_client::Client,
+    name: String,
+    concurrency: usize,
+    exit_when_idle: Option<Duration>,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let stop = crate::stop_signal();
+    let command = std::sync::Arc::new(command);
+    let last_work = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let options = ConsumerOptions {
+        concurrency,
+        wait: exit_when_idle
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(20)),
+        ..ConsumerOptions::default()
+    };
+    let consumer = client.consume(name, options, {
+        let last_work = last_work.clone();
+        move |m: pb::QueueDelivery| {
+            let command = command.clone();
+            *last_work.lock().expect("not poisoned") = tokio::time::Instant::now();
+            async move { run_one(&command, &m).await }
+        }
+    });
+    let watch_idle = async {
+        let Some(limit) = exit_when_idle else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let last = *last_work.lock().expect("not poisoned");
+            if last.elapsed() >= limit {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = watch_idle => {}
+    }
+    let stats = consumer.shutdown().await;
+    eprintln!(
+        "consumed: {} acked, {} nacked, {} stale",
+        stats.acked, stats.nacked, stats.stale
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the command for one message; `Ok` on exit status 0.
+async fn run_one(command: &[String], m: &pb::QueueDelivery) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env("PLINTH_MESSAGE_ID", m.message_id.to_string())
+        .env("PLINTH_RECEIPT", &m.receipt)
+        .env("PLINTH_RECEIVE_COUNT", m.receive_count.to_string())
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", command[0]))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin is not an error.
+        let _ = stdin.write_all(&m.body).await;
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for {:?}: {e}", command[0]))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{:?} exited with {status}", command[0]))
+    }
+}
