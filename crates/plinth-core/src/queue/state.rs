@@ -110,10 +110,10 @@ fn check_config(config: &QueueConfig) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn check_message(index: usize, m: &NewMessage) -> Result<(), QueueError> {
+fn check_message(queue: &str, index: usize, m: &NewMessage) -> Result<(), QueueError> {
     if m.body.len() as u64 > QUEUE_BODY_BYTES_MAX {
         return Err(QueueError::BodyTooLarge {
-            queue: String::new(),
+            queue: queue.to_owned(),
             index,
             bytes: m.body.len(),
             max: QUEUE_BODY_BYTES_MAX,
@@ -165,7 +165,7 @@ impl QueueState {
                     });
                 }
                 for (index, m) in messages.iter().enumerate() {
-                    check_message(index, m)?;
+                    check_message(queue, index, m)?;
                 }
                 Ok(())
             }
