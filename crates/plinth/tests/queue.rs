@@ -30,7 +30,7 @@ where
 fn fails(body: &[u8], receive_count: u32) -> bool {
     let mut h = DefaultHasher::new();
     (body, receive_count).hash(&mut h);
-    h.finish() % 10 == 0
+    h.finish().is_multiple_of(10)
 }
 
 const MESSAGES: usize = 10_000;
@@ -122,7 +122,7 @@ async fn ten_thousand_messages_through_eight_consumers_with_failures_and_a_poiso
         stale += consumer.shutdown().await.stale;
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let good: BTreeSet<&Vec<u8>> = bodies
         .iter()
         .filter(|b| b.as_slice() != b"poison")
