@@ -111,6 +111,16 @@ fn log() -> impl Strategy<Value = Vec<Request>> {
     })
 }
 
+/// Applies one command stamped `at_ms` and checks every invariant: the unit tests' one step.
+pub(crate) fn run(state: &mut State, at_ms: u64, command: Command) -> crate::Applied {
+    let applied = state.apply(&Request {
+        stamp: Millis(at_ms),
+        command,
+    });
+    state.check_invariants();
+    applied
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

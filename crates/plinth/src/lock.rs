@@ -109,6 +109,15 @@ fn hold_line(hold: &pb::LockHold) -> String {
     line
 }
 
+/// Prints a hold as JSON or as one line of text.
+fn print_hold(opts: &ClientOpts, hold: &pb::LockHold) {
+    if opts.json {
+        json(hold);
+    } else {
+        println!("{}", hold_line(hold));
+    }
+}
+
 /// `host:pid`, naming this process as a lock owner or candidate.
 fn this_process() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -144,12 +153,7 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
             }
         }
         LockCommand::Renew { name, token, ttl } => {
-            let hold = client.lock_renew(name, token, ttl).await?;
-            if opts.json {
-                json(&hold);
-            } else {
-                println!("{}", hold_line(&hold));
-            }
+            print_hold(opts, &client.lock_renew(name, token, ttl).await?);
         }
         LockCommand::Release { name, token } => {
             let reply = client.lock_release(name.clone(), token).await?;
@@ -321,8 +325,7 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
             }
         }
         ElectionCommand::Leader { name } => match client.election_leader(name.clone()).await? {
-            Some(leader) if opts.json => json(&leader),
-            Some(leader) => println!("{}", hold_line(&leader)),
+            Some(leader) => print_hold(opts, &leader),
             None => {
                 if !opts.json {
                     eprintln!("{name} has no leader");
@@ -338,20 +341,14 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
                     _ = tokio::signal::ctrl_c() => break,
                 };
                 match (&leader, opts.json) {
-                    (Some(leader), true) => json(leader),
-                    (Some(leader), false) => println!("{}", hold_line(leader)),
+                    (Some(leader), _) => print_hold(opts, leader),
                     (None, true) => println!("{}", serde_json::json!({ "leader": null })),
                     (None, false) => println!("{name}\tno leader"),
                 }
             }
         }
         ElectionCommand::Proclaim { name, token, value } => {
-            let leader = client.election_proclaim(name, token, value).await?;
-            if opts.json {
-                json(&leader);
-            } else {
-                println!("{}", hold_line(&leader));
-            }
+            print_hold(opts, &client.election_proclaim(name, token, value).await?);
         }
         ElectionCommand::Resign { name, token } => {
             client.election_resign(name.clone(), token).await?;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, eventually};
 use plinth_client::{Client, Code, LockOptions, Lost};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,19 +17,6 @@ async fn client(server: &Server) -> Client {
 
 async fn revision(c: &Client) -> u64 {
     c.status().await.unwrap().revision
-}
-
-/// Polls `f` until it is true, for at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 const ROUNDS: u64 = 1_000;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, eventually};
 use plinth_client::{Client, Code, ConsumerOptions, pb};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -12,18 +12,6 @@ use std::time::{Duration, Instant};
 
 async fn client(server: &Server) -> Client {
     Client::connect(server.endpoint()).await.expect("connect")
-}
-
-async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One failure in ten, decided by the body and the attempt, so runs are reproducible.

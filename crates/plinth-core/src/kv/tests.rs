@@ -6,16 +6,8 @@ use crate::kv::{
 };
 use crate::lease::{LeaseCommand, LeaseOutput};
 use crate::limits::{HISTORY_RETENTION_MS, KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use crate::{Applied, Command, LeaseId, Millis, Output, Request, Revision, State, StateError};
-
-fn run(state: &mut State, at_ms: u64, command: Command) -> Applied {
-    let applied = state.apply(&Request {
-        stamp: Millis(at_ms),
-        command,
-    });
-    state.check_invariants();
-    applied
-}
+use crate::tests::run;
+use crate::{Command, LeaseId, Millis, Output, Revision, State, StateError};
 
 fn put(key: &str, value: &str) -> Command {
     Command::Kv(KvCommand::Put {

@@ -5,20 +5,12 @@ use crate::kv::{Compare, CompareOp, CompareTarget, KvCommand, KvOutput, Txn, Txn
 use crate::lease::LeaseCommand;
 use crate::limits::LOCK_WAIT_MS_MAX;
 use crate::lock::{LockCommand, LockError, LockOutput, TicketStatus};
+use crate::tests::run;
 use crate::{
     Applied, Command, ErrorCode, FencingToken, LeaseId, Millis, Output, Request, Revision, State,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-
-fn run(state: &mut State, at_ms: u64, command: Command) -> Applied {
-    let applied = state.apply(&Request {
-        stamp: Millis(at_ms),
-        command,
-    });
-    state.check_invariants();
-    applied
-}
 
 fn acquire(name: &str, owner: &str, ttl_ms: u64, wait_ms: u64, permits: u32) -> Command {
     Command::Lock(LockCommand::Acquire {

@@ -5,18 +5,10 @@ use crate::limits::{QUEUE_RECEIVE_MAX, QUEUE_SEND_BATCH_MAX};
 use crate::queue::{
     Delivery, NewMessage, QueueCommand, QueueConfig, QueueError, QueueOutput, Receipt, SendResult,
 };
+use crate::tests::run;
 use crate::{Applied, Command, ErrorCode, Millis, Output, Request, State, StateError};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
-
-fn run(state: &mut State, at_ms: u64, command: Command) -> Applied {
-    let applied = state.apply(&Request {
-        stamp: Millis(at_ms),
-        command,
-    });
-    state.check_invariants();
-    applied
-}
 
 fn config() -> QueueConfig {
     QueueConfig {
