@@ -53,6 +53,9 @@ pub enum QueueCommand {
         dedup_id: Option<String>,
         #[arg(long)]
         group: Option<String>,
+        /// An attribute KEY=VALUE; repeat for more.
+        #[arg(long = "attr", value_parser = parse_attribute)]
+        attributes: Vec<(String, String)>,
     },
     /// Receive up to --max messages, waiting up to --wait for one; prints `receipt<TAB>body`.
     Receive {
@@ -109,6 +112,12 @@ pub enum QueueCommand {
     },
 }
 
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
 fn info_line(q: &pb::QueueInfo) -> String {
     let s = q.stats.unwrap_or_default();
     format!(
@@ -157,10 +166,11 @@ pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<Exi
             delay,
             dedup_id,
             group,
+            attributes,
         } => {
             let entry = |body: Vec<u8>| pb::QueueSendEntry {
                 body,
-                attributes: Default::default(),
+                attributes: attributes.iter().cloned().collect(),
                 delay_ms: delay.map(ms),
                 dedup_id: dedup_id.clone().unwrap_or_default(),
                 group: group.clone().unwrap_or_default(),
