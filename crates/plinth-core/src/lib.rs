@@ -14,6 +14,7 @@ pub mod limits;
 pub mod lock;
 pub mod names;
 pub mod queue;
+pub mod schedule;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -65,3 +65,25 @@ pub const QUEUE_ATTRIBUTES_MAX: usize = 16;
 pub const QUEUE_ATTRIBUTE_BYTES_MAX: usize = 16 * 1024;
 /// A nack reason is at most 1 KiB.
 pub const QUEUE_REASON_BYTES_MAX: usize = 1024;
+/// Schedules at once.
+pub const SCHEDULES_MAX: usize = 100_000;
+/// An interval schedule fires at most once a second.
+pub const SCHEDULE_INTERVAL_MS_MIN: u64 = 1000;
+/// A job payload is at most 1 MiB.
+pub const SCHEDULE_JOB_BYTES_MAX: usize = 1024 * 1024;
+/// Attempts per run: 1 to 100.
+pub const SCHEDULE_ATTEMPTS_MAX: u32 = 100;
+/// The first retry delay is at most an hour (it doubles per attempt, capped at a day).
+pub const SCHEDULE_BACKOFF_MS_MAX: u64 = 3600 * 1000;
+pub const SCHEDULE_RETRY_DELAY_MS_MAX: u64 = 24 * 3600 * 1000;
+/// A claim lease is 1 s to 12 h.
+pub const SCHEDULE_TIMEOUT_MS_MIN: u64 = 1000;
+pub const SCHEDULE_TIMEOUT_MS_MAX: u64 = 12 * 3600 * 1000;
+/// Runs one claim hands out.
+pub const SCHEDULE_CLAIM_MAX: u32 = 100;
+/// Missed fire times one tick materializes under `Misfire::RunAll` (the latest ones).
+pub const SCHEDULE_CATCH_UP_MAX: usize = 1000;
+/// Finished runs kept per schedule for `Runs`; older ones are dropped.
+pub const SCHEDULE_RUNS_KEPT: usize = 1000;
+/// A fail reason or a worker name is at most 1 KiB / 256 bytes.
+pub const SCHEDULE_ERROR_BYTES_MAX: usize = 1024;

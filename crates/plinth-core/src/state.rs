@@ -4,6 +4,7 @@ use crate::kv::{KvCommand, KvError, KvOutput, KvState};
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
 use crate::queue::{QueueCommand, QueueError, QueueOutput, QueueState};
+use crate::schedule::{ScheduleCommand, ScheduleError, ScheduleOutput, ScheduleState};
 use crate::{ErrorCode, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,7 @@ pub enum Command {
     Lease(LeaseCommand),
     Lock(LockCommand),
     Queue(QueueCommand),
+    Schedule(ScheduleCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,7 @@ pub enum Output {
     Lease(LeaseOutput),
     Lock(LockOutput),
     Queue(QueueOutput),
+    Schedule(ScheduleOutput),
 }
 
 /// A refusal by the state machine: deterministic, the same on every replica.
@@ -47,6 +50,8 @@ pub enum StateError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
 }
 
 impl StateError {
@@ -56,6 +61,7 @@ impl StateError {
             StateError::Lease(e) => e.code(),
             StateError::Lock(e) => e.code(),
             StateError::Queue(e) => e.code(),
+            StateError::Schedule(e) => e.code(),
         }
     }
 
@@ -65,6 +71,7 @@ impl StateError {
             StateError::Lease(e) => e.field(),
             StateError::Lock(e) => e.field(),
             StateError::Queue(e) => e.field(),
+            StateError::Schedule(e) => e.field(),
         }
     }
 }
@@ -101,7 +108,7 @@ pub enum SnapshotError {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"PLNS";
-/// Version 2 added locks and queues; version 1 snapshots (KV and leases only) still load.
+/// Version 2 added locks, queues and schedules; version 1 snapshots (KV and leases only) still load.
 const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +120,7 @@ pub struct State {
     leases: LeaseState,
     locks: LockState,
     queues: QueueState,
+    schedules: ScheduleState,
 }
 
 /// The state as snapshot version 1 encoded it.
@@ -138,6 +146,7 @@ impl State {
             Command::Lease(_) => Ok(()),
             Command::Lock(c) => Ok(LockState::validate(c)?),
             Command::Queue(c) => Ok(QueueState::validate(c)?),
+            Command::Schedule(c) => Ok(ScheduleState::validate(c)?),
         }
     }
 
@@ -167,6 +176,7 @@ impl State {
                 // Waiters whose deadline passed give up before any permit is handed on.
                 ctx.changed |= self.locks.expire_waiters(ctx.clock) > 0;
                 ctx.changed |= self.queues.tick(ctx.clock);
+                ctx.changed |= self.schedules.tick(ctx.clock);
                 let expired = self.leases.expire(ctx.clock);
                 for id in &expired {
                     self.release_lease(*id, ctx);
@@ -203,6 +213,7 @@ impl State {
                 Ok(Output::Lock(out))
             }
             Command::Queue(c) => Ok(Output::Queue(self.queues.apply(c, ctx)?)),
+            Command::Schedule(c) => Ok(Output::Schedule(self.schedules.apply(c, ctx)?)),
         }
     }
 
@@ -213,12 +224,14 @@ impl State {
     }
 
     /// The earliest point on the log clock at which a `Tick` has work: a lease's or a lock
-    /// waiter's deadline, or a queue's delay, visibility, retention or dedup window ending.
+    /// waiter's deadline, a queue's delay, visibility, retention or dedup window ending, or a
+    /// schedule's fire time, claim lease or retry.
     pub fn next_deadline(&self) -> Option<Millis> {
         [
             self.leases.next_deadline(),
             self.locks.next_deadline(),
             self.queues.next_deadline(),
+            self.schedules.next_deadline(self.clock),
         ]
         .into_iter()
         .flatten()
@@ -256,12 +269,17 @@ impl State {
         &self.queues
     }
 
+    pub fn schedules(&self) -> &ScheduleState {
+        &self.schedules
+    }
+
     /// Recomputes every primitive's invariants from its primary data; panics naming the rule.
     pub fn check_invariants(&self) {
         self.kv.check_invariants(self.revision, &self.leases);
         self.leases.check_invariants();
         self.locks.check_invariants(&self.leases);
         self.queues.check_invariants();
+        self.schedules.check_invariants();
     }
 
     /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
@@ -290,6 +308,7 @@ impl State {
                     leases: v1.leases,
                     locks: LockState::default(),
                     queues: QueueState::default(),
+                    schedules: ScheduleState::default(),
                 })
             }
             found => Err(SnapshotError::UnsupportedVersion { found }),

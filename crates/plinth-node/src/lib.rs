@@ -50,6 +50,7 @@ impl fmt::Display for LogRequest {
             Command::Lease(_) => "lease",
             Command::Lock(_) => "lock",
             Command::Queue(_) => "queue",
+            Command::Schedule(_) => "schedule",
         };
         write!(f, "{kind}@{}", self.0.stamp)
     }

@@ -18,12 +18,12 @@ pub use api::Api;
 pub use error::ApiError;
 pub use http::BODY_BYTES_MAX;
 
+use axum::serve::ListenerExt as _;
 use plinth_node::Node;
 use plinth_proto::v1::{
     election_server::ElectionServer, kv_server::KvServer, lease_server::LeaseServer,
     lock_server::LockServer, maintenance_server::MaintenanceServer, queue_server::QueueServer,
 };
-use axum::serve::ListenerExt as _;
 use std::future::Future;
 use tokio::net::TcpListener;
 

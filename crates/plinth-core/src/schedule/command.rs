@@ -1,0 +1,218 @@
+//! The scheduler's commands, specs, policies and what they answer.
+
+use crate::{FencingToken, Millis};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// When a schedule fires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Spec {
+    /// Once, at this point (ms since the Unix epoch).
+    At { at_ms: u64 },
+    /// Once, this long after the schedule is created (stored as `At`).
+    Delay { delay_ms: u64 },
+    /// Every `interval_ms`, counted from the creation time.
+    Every { interval_ms: u64 },
+    /// A cron expression (5 fields, or 6 with seconds first) in a named time zone.
+    Cron { expr: String, tz: String },
+}
+
+/// What to do with a fire time while an earlier run of the schedule is still pending or running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overlap {
+    /// Materialize it; runs may run side by side.
+    Allow,
+    /// Do not materialize it (it is counted as skipped).
+    Skip,
+    /// Materialize it, claimable only once the earlier runs are finished.
+    Queue,
+}
+
+/// What to do with fire times missed by more than the grace (the server was down, or ticks were
+/// late).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Misfire {
+    /// One run for the latest missed fire time.
+    RunOnce,
+    /// A run for every missed fire time (at most `SCHEDULE_CATCH_UP_MAX`, the latest).
+    RunAll,
+    /// None.
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Attempts before a run is dead: 1 means no retry.
+    pub max_attempts: u32,
+    /// The retry delay after the first failure; it doubles with each further attempt.
+    pub backoff_ms: u64,
+    /// The claim lease: a run not completed, failed or heartbeated within it is retried.
+    pub timeout_ms: u64,
+    pub overlap: Overlap,
+    pub misfire: Misfire,
+    /// A fire time later than this is missed; up to it, it runs as if on time.
+    pub misfire_grace_ms: u64,
+}
+
+/// A run: one fire time of one schedule. On the wire it reads `<schedule>@<fire_time_ms>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunId {
+    pub schedule: String,
+    pub fire_time: Millis,
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.schedule, self.fire_time.0)
+    }
+}
+
+impl RunId {
+    /// Parses `<schedule>@<fire_time_ms>`.
+    pub fn parse(text: &str) -> Option<RunId> {
+        let (schedule, fire) = text.rsplit_once('@')?;
+        Some(RunId {
+            schedule: schedule.to_owned(),
+            fire_time: Millis(fire.parse().ok()?),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleCommand {
+    Create {
+        id: String,
+        spec: Spec,
+        job: Vec<u8>,
+        policy: Policy,
+    },
+    Cancel {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// A run now, whatever the spec says.
+    Trigger {
+        id: String,
+    },
+    /// Claims up to `max` runnable runs (of `schedules`, or of all when empty) for `worker`.
+    Claim {
+        worker: String,
+        max: u32,
+        schedules: Vec<String>,
+    },
+    Heartbeat {
+        run: RunId,
+        token: FencingToken,
+    },
+    Complete {
+        run: RunId,
+        token: FencingToken,
+        result: Vec<u8>,
+    },
+    Fail {
+        run: RunId,
+        token: FencingToken,
+        error: String,
+    },
+}
+
+/// Where a run is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunState {
+    /// Claimable from `runnable_at` (and, under `Overlap::Queue`, once earlier runs finish).
+    Pending {
+        runnable_at: Millis,
+    },
+    Claimed {
+        worker: String,
+        token: FencingToken,
+        until: Millis,
+    },
+    Completed {
+        at: Millis,
+        result: Vec<u8>,
+    },
+    /// Failed `max_attempts` times.
+    Dead {
+        at: Millis,
+        error: String,
+    },
+}
+
+impl RunState {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, RunState::Completed { .. } | RunState::Dead { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub state: RunState,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub job: Vec<u8>,
+    /// When it was first claimed: `first_claimed_at - fire_time` is its due delay.
+    pub first_claimed_at: Option<Millis>,
+    pub last_error: String,
+    /// Made by `Trigger` rather than by the spec.
+    pub manual: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub id: String,
+    pub spec: Spec,
+    pub job: Vec<u8>,
+    pub policy: Policy,
+    pub paused: bool,
+    pub next_fire: Option<Millis>,
+    pub created_at: Millis,
+    /// Runs by outcome, and fire times not run.
+    pub completed: u64,
+    pub dead: u64,
+    pub retried: u64,
+    pub skipped_overlap: u64,
+    pub skipped_misfire: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleOutput {
+    Created {
+        next_fire: Option<Millis>,
+    },
+    Cancelled {
+        runs: u64,
+    },
+    Paused,
+    Resumed {
+        next_fire: Option<Millis>,
+    },
+    Triggered {
+        run: RunId,
+    },
+    Claimed(Vec<Claimed>),
+    Heartbeat {
+        until: Millis,
+    },
+    Completed,
+    Failed {
+        dead: bool,
+        runnable_at: Option<Millis>,
+    },
+}
+
+/// A claimed run, as a worker gets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub run: RunId,
+    pub token: FencingToken,
+    pub attempt: u32,
+    pub job: Vec<u8>,
+    pub until: Millis,
+}

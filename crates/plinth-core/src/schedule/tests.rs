@@ -1,0 +1,542 @@
+//! Scheduler tests with stamped clocks: cron across a DST change, each fire time materialized
+//! once whatever the ticks do, misfire and overlap policies, claims, retries and dead runs.
+
+use crate::schedule::{
+    Misfire, Overlap, Policy, RunId, RunState, ScheduleCommand, ScheduleError, ScheduleOutput, Spec,
+};
+use crate::tests::run;
+use crate::{
+    Applied, Command, ErrorCode, FencingToken, Millis, Output, Request, State, StateError,
+};
+use chrono::{TimeZone as _, Utc};
+use proptest::prelude::*;
+
+const SECOND: u64 = 1000;
+const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+
+fn policy() -> Policy {
+    Policy {
+        max_attempts: 3,
+        backoff_ms: SECOND,
+        timeout_ms: 10 * SECOND,
+        overlap: Overlap::Allow,
+        misfire: Misfire::RunAll,
+        misfire_grace_ms: 5 * SECOND,
+    }
+}
+
+fn create(id: &str, spec: Spec, policy: Policy) -> Command {
+    Command::Schedule(ScheduleCommand::Create {
+        id: id.into(),
+        spec,
+        job: b"{}".to_vec(),
+        policy,
+    })
+}
+
+fn claim(max: u32) -> Command {
+    Command::Schedule(ScheduleCommand::Claim {
+        worker: "w".into(),
+        max,
+        schedules: vec![],
+    })
+}
+
+fn claimed(applied: &Applied) -> Vec<crate::schedule::Claimed> {
+    match &applied.result {
+        Ok(Output::Schedule(ScheduleOutput::Claimed(c))) => c.clone(),
+        other => panic!("expected claims, got {other:?}"),
+    }
+}
+
+fn schedule_error(applied: &Applied) -> ScheduleError {
+    match &applied.result {
+        Err(StateError::Schedule(e)) => e.clone(),
+        other => panic!("expected a schedule error, got {other:?}"),
+    }
+}
+
+fn fire_times(s: &State, id: &str) -> Vec<u64> {
+    s.schedules()
+        .runs(id)
+        .iter()
+        .map(|r| r.id.fire_time.0)
+        .collect()
+}
+
+fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> u64 {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .unwrap()
+        .timestamp_millis() as u64
+}
+
+#[test]
+fn cron_in_a_named_zone_fires_once_per_local_time_across_both_dst_changes() {
+    let mut s = State::default();
+    // 02:30 every day, Paris time. On 2026-03-29 02:30 does not exist (02:00 → 03:00): it fires
+    // at 03:00 local = 01:00 UTC. On 2026-10-25 02:30 happens twice: it fires once, the first.
+    let start = utc(2026, 3, 27, 12, 0);
+    run(
+        &mut s,
+        start,
+        create(
+            "nightly",
+            Spec::Cron {
+                expr: "30 2 * * *".into(),
+                tz: "Europe/Paris".into(),
+            },
+            policy(),
+        ),
+    );
+    let mut at = start;
+    while at < utc(2026, 3, 31, 12, 0) {
+        at += 10 * MINUTE;
+        run(&mut s, at, Command::Tick);
+    }
+    assert_eq!(
+        fire_times(&s, "nightly"),
+        vec![
+            utc(2026, 3, 28, 1, 30), // CET, UTC+1
+            utc(2026, 3, 29, 1, 0),  // the gap: 03:00 CEST
+            utc(2026, 3, 30, 0, 30), // CEST, UTC+2
+            utc(2026, 3, 31, 0, 30),
+        ]
+    );
+    let mut s = State::default();
+    let start = utc(2026, 10, 24, 12, 0);
+    run(
+        &mut s,
+        start,
+        create(
+            "nightly",
+            Spec::Cron {
+                expr: "30 2 * * *".into(),
+                tz: "Europe/Paris".into(),
+            },
+            policy(),
+        ),
+    );
+    let mut at = start;
+    while at < utc(2026, 10, 26, 12, 0) {
+        at += 10 * MINUTE;
+        run(&mut s, at, Command::Tick);
+    }
+    assert_eq!(
+        fire_times(&s, "nightly"),
+        vec![utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]
+    );
+}
+
+#[test]
+fn cron_takes_an_optional_seconds_field() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create(
+            "fast",
+            Spec::Cron {
+                expr: "*/10 * * * * *".into(),
+                tz: "UTC".into(),
+            },
+            policy(),
+        ),
+    );
+    run(&mut s, 30 * SECOND, Command::Tick);
+    assert_eq!(
+        fire_times(&s, "fast"),
+        vec![10 * SECOND, 20 * SECOND, 30 * SECOND]
+    );
+}
+
+#[test]
+fn late_early_and_repeated_ticks_and_a_replayed_log_make_each_run_once() {
+    let log: Vec<Request> = std::iter::once(Request {
+        stamp: Millis(0),
+        command: create(
+            "every",
+            Spec::Every {
+                interval_ms: SECOND,
+            },
+            policy(),
+        ),
+    })
+    .chain(
+        [500, 1_000, 1_000, 900, 3_400, 3_400, 2_000, 7_000, 7_001]
+            .into_iter()
+            .map(|t| Request {
+                stamp: Millis(t),
+                command: Command::Tick,
+            }),
+    )
+    .collect();
+    let mut s = State::default();
+    for request in &log {
+        s.apply(request);
+        s.check_invariants();
+    }
+    assert_eq!(
+        fire_times(&s, "every"),
+        (1..=7).map(|n| n * SECOND).collect::<Vec<_>>()
+    );
+    let mut replayed = State::default();
+    for request in &log {
+        replayed.apply(request);
+    }
+    assert_eq!(replayed, s, "a replayed log gives the same runs");
+    assert_eq!(replayed.to_snapshot(), s.to_snapshot());
+}
+
+#[test]
+fn misfire_policies_after_a_long_gap() {
+    let gap = |misfire: Misfire| {
+        let mut s = State::default();
+        run(
+            &mut s,
+            0,
+            create(
+                "m",
+                Spec::Every {
+                    interval_ms: MINUTE,
+                },
+                Policy {
+                    misfire,
+                    ..policy()
+                },
+            ),
+        );
+        // The server was down for an hour: the next tick comes at 60:02.
+        run(&mut s, HOUR + 2 * SECOND, Command::Tick);
+        let info = s.schedules().info("m").unwrap();
+        (fire_times(&s, "m"), info.skipped_misfire, info.next_fire)
+    };
+    let (all, skipped, next) = gap(Misfire::RunAll);
+    assert_eq!(all, (1..=60).map(|n| n * MINUTE).collect::<Vec<_>>());
+    assert_eq!((skipped, next), (0, Some(Millis(61 * MINUTE))));
+    // 60:00 is within the 5 s grace: on time. The 59 before it are missed.
+    let (once, skipped, _) = gap(Misfire::RunOnce);
+    assert_eq!((once, skipped), (vec![59 * MINUTE, 60 * MINUTE], 58));
+    let (none, skipped, _) = gap(Misfire::Skip);
+    assert_eq!((none, skipped), (vec![60 * MINUTE], 59));
+}
+
+#[test]
+fn overlap_policies() {
+    let with = |overlap: Overlap| {
+        let mut s = State::default();
+        run(
+            &mut s,
+            0,
+            create(
+                "o",
+                Spec::Every {
+                    interval_ms: SECOND,
+                },
+                Policy {
+                    overlap,
+                    ..policy()
+                },
+            ),
+        );
+        run(&mut s, SECOND, Command::Tick);
+        let first = claimed(&run(&mut s, SECOND, claim(10)));
+        run(&mut s, 2 * SECOND, Command::Tick);
+        run(&mut s, 3 * SECOND, Command::Tick);
+        let more = claimed(&run(&mut s, 3 * SECOND, claim(10)));
+        (s, first, more)
+    };
+    let (s, first, more) = with(Overlap::Allow);
+    assert_eq!((first.len(), more.len()), (1, 2));
+    assert_eq!(fire_times(&s, "o").len(), 3);
+
+    let (s, _, more) = with(Overlap::Skip);
+    assert!(more.is_empty());
+    assert_eq!(fire_times(&s, "o"), vec![SECOND]);
+    assert_eq!(s.schedules().info("o").unwrap().skipped_overlap, 2);
+
+    let (mut s, first, more) = with(Overlap::Queue);
+    assert!(more.is_empty(), "queued runs wait for the running one");
+    assert_eq!(fire_times(&s, "o").len(), 3);
+    let done = Command::Schedule(ScheduleCommand::Complete {
+        run: first[0].run.clone(),
+        token: first[0].token,
+        result: vec![],
+    });
+    run(&mut s, 3 * SECOND, done);
+    let next = claimed(&run(&mut s, 3 * SECOND, claim(10)));
+    assert_eq!(next.len(), 1, "one at a time");
+    assert_eq!(
+        next[0].run.fire_time,
+        Millis(2 * SECOND),
+        "in fire-time order"
+    );
+}
+
+#[test]
+fn an_expired_claim_is_retried_with_backoff_then_the_run_is_dead() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create("r", Spec::Delay { delay_ms: SECOND }, policy()),
+    );
+    run(&mut s, SECOND, Command::Tick);
+    let first = claimed(&run(&mut s, SECOND, claim(1)));
+    assert_eq!(first[0].attempt, 1);
+    // The worker dies: the claim runs out at 11 s; the retry is runnable 1 s later.
+    run(&mut s, 11 * SECOND, Command::Tick);
+    assert!(claimed(&run(&mut s, 11 * SECOND, claim(1))).is_empty());
+    assert_eq!(s.next_deadline(), Some(Millis(12 * SECOND)));
+    let second = claimed(&run(&mut s, 12 * SECOND, claim(1)));
+    assert_eq!(second[0].attempt, 2);
+    assert!(second[0].token > first[0].token);
+    // The first worker wakes up: its token is stale.
+    let late = run(
+        &mut s,
+        12 * SECOND,
+        Command::Schedule(ScheduleCommand::Complete {
+            run: first[0].run.clone(),
+            token: first[0].token,
+            result: vec![],
+        }),
+    );
+    let e = schedule_error(&late);
+    assert_eq!((e.code(), e.field()), (ErrorCode::StaleToken, "token"));
+    // Failing: the backoff doubles (2 s), then the third attempt fails and the run is dead.
+    let fail = |c: &crate::schedule::Claimed| {
+        Command::Schedule(ScheduleCommand::Fail {
+            run: c.run.clone(),
+            token: c.token,
+            error: "boom".into(),
+        })
+    };
+    let out = run(&mut s, 13 * SECOND, fail(&second[0]));
+    assert_eq!(
+        out.result,
+        Ok(Output::Schedule(ScheduleOutput::Failed {
+            dead: false,
+            runnable_at: Some(Millis(15 * SECOND))
+        }))
+    );
+    let third = claimed(&run(&mut s, 15 * SECOND, claim(1)));
+    assert_eq!(third[0].attempt, 3);
+    let out = run(&mut s, 15 * SECOND, fail(&third[0]));
+    assert_eq!(
+        out.result,
+        Ok(Output::Schedule(ScheduleOutput::Failed {
+            dead: true,
+            runnable_at: None
+        }))
+    );
+    let runs = s.schedules().runs("r");
+    assert!(matches!(&runs[0].state, RunState::Dead { error, .. } if error == "boom"));
+    assert!(
+        claimed(&run(&mut s, HOUR, claim(10))).is_empty(),
+        "a dead run is never claimed"
+    );
+    assert_eq!(s.schedules().info("r").unwrap().dead, 1);
+}
+
+#[test]
+fn heartbeat_keeps_a_claim_and_a_completed_run_is_never_claimed_again() {
+    let mut s = State::default();
+    run(&mut s, 0, create("h", Spec::At { at_ms: SECOND }, policy()));
+    run(&mut s, SECOND, Command::Tick);
+    let c = claimed(&run(&mut s, SECOND, claim(1)));
+    let beat = Command::Schedule(ScheduleCommand::Heartbeat {
+        run: c[0].run.clone(),
+        token: c[0].token,
+    });
+    run(&mut s, 9 * SECOND, beat);
+    run(&mut s, 15 * SECOND, Command::Tick);
+    assert!(
+        matches!(s.schedules().runs("h")[0].state, RunState::Claimed { .. }),
+        "the heartbeat moved the lease to 19 s"
+    );
+    run(
+        &mut s,
+        16 * SECOND,
+        Command::Schedule(ScheduleCommand::Complete {
+            run: c[0].run.clone(),
+            token: c[0].token,
+            result: b"ok".to_vec(),
+        }),
+    );
+    run(&mut s, HOUR, Command::Tick);
+    assert!(claimed(&run(&mut s, HOUR, claim(10))).is_empty());
+    assert_eq!(
+        s.schedules().info("h").unwrap().next_fire,
+        None,
+        "a one-shot fires once"
+    );
+}
+
+#[test]
+fn pause_resume_trigger_and_cancel() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create(
+            "p",
+            Spec::Every {
+                interval_ms: SECOND,
+            },
+            policy(),
+        ),
+    );
+    run(
+        &mut s,
+        0,
+        Command::Schedule(ScheduleCommand::Pause { id: "p".into() }),
+    );
+    run(&mut s, 10 * SECOND, Command::Tick);
+    assert!(fire_times(&s, "p").is_empty());
+    let out = run(
+        &mut s,
+        10 * SECOND + 500,
+        Command::Schedule(ScheduleCommand::Resume { id: "p".into() }),
+    );
+    assert_eq!(
+        out.result,
+        Ok(Output::Schedule(ScheduleOutput::Resumed {
+            next_fire: Some(Millis(11 * SECOND))
+        }))
+    );
+    let out = run(
+        &mut s,
+        10 * SECOND + 600,
+        Command::Schedule(ScheduleCommand::Trigger { id: "p".into() }),
+    );
+    assert_eq!(
+        out.result,
+        Ok(Output::Schedule(ScheduleOutput::Triggered {
+            run: RunId {
+                schedule: "p".into(),
+                fire_time: Millis(10 * SECOND + 600)
+            }
+        }))
+    );
+    assert!(s.schedules().runs("p")[0].manual);
+    let c = claimed(&run(&mut s, 10 * SECOND + 700, claim(1)));
+    run(
+        &mut s,
+        10 * SECOND + 800,
+        Command::Schedule(ScheduleCommand::Cancel { id: "p".into() }),
+    );
+    assert!(s.schedules().info("p").is_none());
+    let e = schedule_error(&run(
+        &mut s,
+        10 * SECOND + 900,
+        Command::Schedule(ScheduleCommand::Complete {
+            run: c[0].run.clone(),
+            token: c[0].token,
+            result: vec![],
+        }),
+    ));
+    assert_eq!(e.code(), ErrorCode::StaleToken);
+}
+
+#[test]
+fn bad_input_names_the_field() {
+    let mut s = State::default();
+    run(&mut s, 0, Command::Tick);
+    let before = s.clone();
+    let cases = [
+        (
+            create(
+                "x",
+                Spec::Cron {
+                    expr: "61 * * * *".into(),
+                    tz: "UTC".into(),
+                },
+                policy(),
+            ),
+            ErrorCode::InvalidArgument,
+            "cron",
+        ),
+        (
+            create(
+                "x",
+                Spec::Cron {
+                    expr: "* * * * *".into(),
+                    tz: "Mars/Olympus".into(),
+                },
+                policy(),
+            ),
+            ErrorCode::InvalidArgument,
+            "tz",
+        ),
+        (
+            create("x", Spec::Every { interval_ms: 999 }, policy()),
+            ErrorCode::InvalidArgument,
+            "every",
+        ),
+        (
+            create(
+                "x",
+                Spec::Every {
+                    interval_ms: SECOND,
+                },
+                Policy {
+                    max_attempts: 0,
+                    ..policy()
+                },
+            ),
+            ErrorCode::InvalidArgument,
+            "max_attempts",
+        ),
+        (
+            Command::Schedule(ScheduleCommand::Trigger { id: "nope".into() }),
+            ErrorCode::NotFound,
+            "id",
+        ),
+        (
+            Command::Schedule(ScheduleCommand::Complete {
+                run: RunId {
+                    schedule: "nope".into(),
+                    fire_time: Millis(1),
+                },
+                token: FencingToken(1),
+                result: vec![],
+            }),
+            ErrorCode::StaleToken,
+            "token",
+        ),
+    ];
+    for (command, code, field) in cases {
+        let e = schedule_error(&run(&mut s, 0, command));
+        assert_eq!((e.code(), e.field()), (code, field), "{e}");
+        assert_eq!(s, before);
+    }
+    assert_eq!(
+        schedule_error(&run(
+            &mut s,
+            0,
+            create("x", Spec::Every { interval_ms: 999 }, policy())
+        ))
+        .to_string(),
+        "interval is 999ms; the minimum is 1000ms"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Ticks stamped late, early (clock going backwards) or repeated: with RunAll and a grace
+    /// longer than any gap, the runs are exactly the fire times up to the clock, each once.
+    #[test]
+    fn every_fire_time_up_to_the_clock_is_one_run(steps in prop::collection::vec(-3_000i64..8_000, 1..60), interval in 1u64..4) {
+        let interval_ms = interval * SECOND;
+        let mut s = State::default();
+        run(&mut s, 0, create("e", Spec::Every { interval_ms }, Policy { misfire_grace_ms: 12 * HOUR, ..policy() }));
+        let mut stamp = 0i64;
+        for step in steps {
+            stamp = (stamp + step).max(0);
+            run(&mut s, stamp as u64, Command::Tick);
+            let expected: Vec<u64> = (1..=s.clock().0 / interval_ms).map(|n| n * interval_ms).collect();
+            prop_assert_eq!(fire_times(&s, "e"), expected);
+        }
+    }
+}
