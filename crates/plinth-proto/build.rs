@@ -8,8 +8,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "kv", "lease", "lock", "maintenance", "queue"]
-        .map(|name| root.join(format!("plinth/v1/{name}.proto")));
+    let files = [
+        "common",
+        "kv",
+        "lease",
+        "lock",
+        "maintenance",
+        "queue",
+        "schedule",
+    ]
+    .map(|name| root.join(format!("plinth/v1/{name}.proto")));
     let mut builder = tonic_prost_build::configure()
         .message_attribute(
             ".",
@@ -19,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"snake_case\")]",
         );
-    for field in ["key", "value", "range_end", "body"] {
+    for field in ["key", "value", "range_end", "body", "job", "result"] {
         builder = builder.field_attribute(field, "#[serde(with = \"crate::json::bytes\")]");
     }
     // A oneof's variant sits beside the message's other fields, as in etcd's JSON gateway:

@@ -9,6 +9,7 @@ use pb::lease_client::LeaseClient;
 use pb::lock_client::LockClient;
 use pb::maintenance_client::MaintenanceClient;
 use pb::queue_client::QueueClient;
+use pb::scheduler_client::SchedulerClient;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -22,6 +23,7 @@ pub struct Client {
     pub(crate) lock: LockClient<Channel>,
     pub(crate) election: ElectionClient<Channel>,
     pub(crate) queue: QueueClient<Channel>,
+    pub(crate) scheduler: SchedulerClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
 }
 
@@ -59,7 +61,11 @@ impl Client {
             lease: LeaseClient::new(channel.clone()),
             lock: LockClient::new(channel.clone()),
             election: ElectionClient::new(channel.clone()),
-            queue: QueueClient::new(channel.clone()),
+            // A receive can carry 100 bodies of 1 MiB.
+            queue: QueueClient::new(channel.clone())
+                .max_decoding_message_size(128 * 1024 * 1024)
+                .max_encoding_message_size(128 * 1024 * 1024),
+            scheduler: SchedulerClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         }
     }

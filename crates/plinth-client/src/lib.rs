@@ -1,6 +1,6 @@
 //! The plinth Rust SDK: a typed client for every call, a watch that reconnects and resumes
 //! without gap or duplicate, a lease keep-alive task, a lock guard that renews its hold, exposes
-//! its fencing token and says when the hold is lost, and a queue consumer.
+//! its fencing token and says when the hold is lost, a queue consumer, and a scheduler worker.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plinth_client::Error> {
@@ -16,6 +16,7 @@ mod error;
 mod lease;
 mod lock;
 mod queue;
+mod schedule;
 mod watch;
 
 pub use client::Client;
@@ -24,4 +25,5 @@ pub use lease::KeepAlive;
 pub use lock::{Election, LockGuard, LockOptions, Lost, Observe};
 pub use plinth_proto::v1 as pb;
 pub use queue::{Consumer, ConsumerOptions, ConsumerStats};
+pub use schedule::{Worker, WorkerOptions, WorkerStats};
 pub use watch::{Watch, WatchOptions};

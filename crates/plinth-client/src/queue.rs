@@ -11,6 +11,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// The server's limits on a nack: its delay and its reason.
+const DELAY_MAX: Duration = Duration::from_secs(15 * 60);
+const REASON_BYTES_MAX: usize = 1024;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -271,7 +275,9 @@ impl Default for ConsumerOptions {
 impl ConsumerOptions {
     fn backoff(&self, receive_count: u32) -> Duration {
         let exponent = receive_count.saturating_sub(1).min(20);
-        (self.backoff_base * 2u32.pow(exponent)).min(self.backoff_max)
+        (self.backoff_base * 2u32.pow(exponent))
+            .min(self.backoff_max)
+            .min(DELAY_MAX)
     }
 }
 
@@ -287,7 +293,7 @@ pub struct ConsumerStats {
 
 /// Runs `concurrency` handler loops on a queue. Each receives one message at a time (long
 /// polling), runs the handler, and acks on `Ok` or nacks on `Err` with exponential backoff. While
-/// a handler runs, the delivery's visibility is extended at half its length, so a slow handler
+/// a handler runs, the delivery's visibility is extended every third of its length, so a slow handler
 /// does not see its message delivered again. [`Consumer::shutdown`] stops receiving, lets
 /// running handlers finish and ack or nack, and gives back at once any message a last receive
 /// brought in.
@@ -373,7 +379,9 @@ impl Worker {
                 }
             }
         };
-        let visibility = visibility.max(Duration::from_millis(200));
+        // Within the server's limits: at least 200 ms, at most 12 h.
+        let visibility =
+            visibility.clamp(Duration::from_millis(200), Duration::from_secs(12 * 3600));
         while !*self.stopped.borrow() {
             let request = pb::QueueReceiveRequest {
                 queue: self.queue.clone(),
@@ -434,7 +442,7 @@ impl Worker {
         let work = handler(delivery);
         tokio::pin!(work);
         let mut extend =
-            tokio::time::interval_at(tokio::time::Instant::now() + visibility / 2, visibility / 2);
+            tokio::time::interval_at(tokio::time::Instant::now() + visibility / 3, visibility / 3);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut work => break outcome.map_err(|e| e.to_string()),
@@ -451,7 +459,15 @@ impl Worker {
                 .queue_ack(self.queue.clone(), receipt.clone())
                 .await
                 .map(|()| stats.acked += 1),
-            Err(reason) => {
+            Err(mut reason) => {
+                // The server keeps at most 1 KiB of reason.
+                if reason.len() > REASON_BYTES_MAX {
+                    let mut end = REASON_BYTES_MAX;
+                    while !reason.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    reason.truncate(end);
+                }
                 let delay = self.options.backoff(receive_count);
                 self.client
                     .queue_nack(self.queue.clone(), receipt.clone(), delay, reason)

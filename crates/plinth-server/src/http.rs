@@ -66,6 +66,18 @@ pub fn router(api: Api) -> Router {
         "/v1/queue/change_visibility" => queue_change_visibility,
         "/v1/queue/redrive" => queue_redrive,
         "/v1/queue/purge" => queue_purge,
+        "/v1/schedule/create" => schedule_create,
+        "/v1/schedule/get" => schedule_get,
+        "/v1/schedule/list" => schedule_list,
+        "/v1/schedule/cancel" => schedule_cancel,
+        "/v1/schedule/pause" => schedule_pause,
+        "/v1/schedule/resume" => schedule_resume,
+        "/v1/schedule/trigger" => schedule_trigger,
+        "/v1/schedule/runs" => schedule_runs,
+        "/v1/schedule/claim" => schedule_claim,
+        "/v1/schedule/heartbeat" => schedule_heartbeat,
+        "/v1/schedule/complete" => schedule_complete,
+        "/v1/schedule/fail" => schedule_fail,
         "/v1/maintenance/status" => maintenance_status,
     );
     router

@@ -13,6 +13,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod queue;
+mod schedule;
 
 pub use api::Api;
 pub use error::ApiError;
@@ -23,6 +24,7 @@ use plinth_node::Node;
 use plinth_proto::v1::{
     election_server::ElectionServer, kv_server::KvServer, lease_server::LeaseServer,
     lock_server::LockServer, maintenance_server::MaintenanceServer, queue_server::QueueServer,
+    scheduler_server::SchedulerServer,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -40,7 +42,13 @@ pub async fn serve(
         .add_service(LeaseServer::new(api.clone()))
         .add_service(LockServer::new(api.clone()))
         .add_service(ElectionServer::new(api.clone()))
-        .add_service(QueueServer::new(api.clone()))
+        .add_service(
+            // A receive can carry 100 bodies of 1 MiB.
+            QueueServer::new(api.clone())
+                .max_decoding_message_size(QUEUE_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(QUEUE_MESSAGE_BYTES_MAX),
+        )
+        .add_service(SchedulerServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);
@@ -69,6 +77,9 @@ pub async fn serve(
         }
     }
 }
+
+/// The largest queue message on the wire: a full receive (100 bodies of 1 MiB) or batch send.
+pub const QUEUE_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -277,9 +277,10 @@ impl Api {
             // Nothing visible: wait until an apply makes something receivable (a send, a nack,
             // a tick that ends a delay or a visibility timeout), or the wait runs out.
             let queue = r.queue.clone();
-            let ready = self
-                .node
-                .wait_until(move |s| s.queues().has_receivable(&queue).then_some(()));
+            // A queue deleted meanwhile wakes the poll too: the next receive says NOT_FOUND.
+            let ready = self.node.wait_until(move |s| {
+                (!s.queues().exists(&queue) || s.queues().has_receivable(&queue)).then_some(())
+            });
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
                 ready = ready => ready?,

@@ -175,6 +175,11 @@ pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<Exi
                 dedup_id: dedup_id.clone().unwrap_or_default(),
                 group: group.clone().unwrap_or_default(),
             };
+            if body.is_none() && dedup_id.is_some() {
+                anyhow::bail!(
+                    "--dedup-id with bodies from stdin would make every line after the first a duplicate; give one BODY"
+                );
+            }
             let bodies: Vec<Vec<u8>> = match body {
                 Some(body) => vec![body.into_bytes()],
                 None => std::io::stdin()
@@ -328,7 +333,10 @@ async fn consume(
 ) -> anyhow::Result<ExitCode> {
     let stop = crate::stop_signal();
     let command = std::sync::Arc::new(command);
+    // When the last handler ended, and how many run: idle means none runs and none has ended
+    // for the whole limit.
     let last_work = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let options = ConsumerOptions {
         concurrency,
         wait: exit_when_idle
@@ -338,10 +346,18 @@ async fn consume(
     };
     let consumer = client.consume(name, options, {
         let last_work = last_work.clone();
+        let running = running.clone();
         move |m: pb::QueueDelivery| {
             let command = command.clone();
-            *last_work.lock().expect("not poisoned") = tokio::time::Instant::now();
-            async move { run_one(&command, &m).await }
+            let last_work = last_work.clone();
+            let running = running.clone();
+            running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let outcome = run_one(&command, &m).await;
+                *last_work.lock().expect("not poisoned") = tokio::time::Instant::now();
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                outcome
+            }
         }
     });
     let watch_idle = async {
@@ -351,7 +367,7 @@ async fn consume(
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let last = *last_work.lock().expect("not poisoned");
-            if last.elapsed() >= limit {
+            if running.load(std::sync::atomic::Ordering::SeqCst) == 0 && last.elapsed() >= limit {
                 return;
             }
         }
@@ -376,6 +392,9 @@ async fn run_one(command: &[String], m: &pb::QueueDelivery) -> Result<(), String
         .env("PLINTH_RECEIPT", &m.receipt)
         .env("PLINTH_RECEIVE_COUNT", m.receive_count.to_string())
         .stdin(Stdio::piped())
+        // Its own process group: a Ctrl-C at the terminal stops the consumer, which lets the
+        // command finish, rather than killing the command mid-message.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {:?}: {e}", command[0]))?;

@@ -406,6 +406,9 @@ async fn queue_sends_survive_kill_9_and_acked_messages_never_come_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Keep consuming past a whole visibility timeout: an acked message that came back after
+    // the last restart would be seen now.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
     stop_consuming.store(true, Ordering::Relaxed);
     for consumer in consumers {
         consumer.await.unwrap();

@@ -334,7 +334,7 @@ async fn the_cli_runs_a_queue_end_to_end() {
         "consume",
         "jobs",
         "--exit-when-idle",
-        "1500ms",
+        "4s",
         "--",
         "sh",
         "-c",

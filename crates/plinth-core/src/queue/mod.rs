@@ -11,7 +11,9 @@
 //! `STALE_TOKEN` and changes nothing. When an in-flight message's visibility runs out it becomes
 //! visible again. A message whose receive count has reached `max_receives` and that comes back
 //! (nack or visibility expiry) moves to the queue's dead-letter queue with its attempt count, its
-//! first-receive time and the last nack reason; `Redrive` moves dead letters back. Without a
+//! first-receive time and the last nack reason; `Redrive` moves dead letters back (never past a
+//! target's limits, and group by group in a FIFO queue). `ChangeVisibility` to 0 gives a message
+//! back without counting it as a failure. Without a
 //! dead-letter queue a message is redelivered until retention removes it, as in SQS. Delivery is
 //! at least once. Delays, visibility expiry, retention and the dedup window all run on `Tick`.
 //!

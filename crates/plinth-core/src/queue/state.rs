@@ -316,7 +316,8 @@ impl QueueState {
                 self.current(queue, *receipt)?;
                 ctx.changed = true;
                 if *visibility_ms == 0 {
-                    self.come_back(queue, receipt.message_id, 0, "visibility set to 0", clock);
+                    // Given back, not failed: visible at once, never dead-lettered here.
+                    self.set_place(queue, receipt.message_id, Place::Visible);
                     return Ok(QueueOutput::VisibilityChanged { visible_at: clock });
                 }
                 let until = Millis(clock.0.saturating_add(*visibility_ms));
@@ -512,24 +513,56 @@ impl QueueState {
                 });
             }
         }
-        let candidates: Vec<(u64, String)> = self.queues[dlq]
-            .messages
-            .iter()
-            .filter(|(_, m)| !matches!(m.place, Place::InFlight { .. }))
-            .filter_map(|(id, m)| {
-                let target = match to {
-                    Some(to) => to.to_owned(),
-                    None => m.dead_letter.as_ref()?.source_queue.clone(),
-                };
-                let ok = target != dlq
-                    && self
-                        .queues
-                        .get(&target)
-                        .is_some_and(|q| q.config.fifo == fifo);
-                ok.then_some((*id, target))
-            })
-            .take(if max == 0 { usize::MAX } else { max as usize })
-            .collect();
+        let source = &self.queues[dlq];
+        // In id order; in a FIFO queue group by group from the front, stopping at a message in
+        // flight, so that a group's order survives the move.
+        let order: Vec<u64> = if fifo {
+            source
+                .groups
+                .values()
+                .flat_map(|ids| {
+                    ids.iter().take_while(|id| {
+                        !matches!(source.messages[id].place, Place::InFlight { .. })
+                    })
+                })
+                .copied()
+                .collect()
+        } else {
+            source
+                .messages
+                .iter()
+                .filter(|(_, m)| !matches!(m.place, Place::InFlight { .. }))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let limit = if max == 0 { usize::MAX } else { max as usize };
+        let mut room: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut candidates: Vec<(u64, String)> = Vec::new();
+        for id in order {
+            if candidates.len() >= limit {
+                break;
+            }
+            let m = &source.messages[&id];
+            let target = match (to, &m.dead_letter) {
+                (Some(to), _) => to,
+                (None, Some(letter)) => letter.source_queue.as_str(),
+                (None, None) => continue,
+            };
+            // A target that is gone, of the other kind, full, or that takes smaller bodies
+            // keeps the message here.
+            let Some(q) = self.queues.get(target).filter(|_| target != dlq) else {
+                continue;
+            };
+            let free = room
+                .entry(target)
+                .or_insert_with(|| QUEUE_MESSAGES_MAX.saturating_sub(q.messages.len()));
+            if q.config.fifo != fifo || *free == 0 || m.body.len() as u64 > q.config.max_body_bytes
+            {
+                continue;
+            }
+            *free -= 1;
+            candidates.push((id, target.to_owned()));
+        }
         for (id, target) in &candidates {
             let mut m = self.remove(dlq, *id);
             m.place = Place::Visible;
