@@ -119,7 +119,7 @@ fn print_hold(opts: &ClientOpts, hold: &pb::LockHold) {
 }
 
 /// `host:pid`, naming this process as a lock owner or candidate.
-fn this_process() -> String {
+pub fn this_process() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -6,6 +6,7 @@ mod lease;
 mod lock;
 mod output;
 mod queue;
+mod schedule;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,20 @@ enum Top {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// The job scheduler: delayed, interval and cron schedules.
+    Schedule {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+    },
+    /// Run scheduled jobs.
+    Worker {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: schedule::WorkerCommand,
+    },
     /// The node's status: revision, leader, term, applied index, WAL size.
     Status {
         #[command(flatten)]
@@ -104,6 +119,8 @@ fn main() -> ExitCode {
             Top::Lock { opts, command } => lock::run(&opts, command).await,
             Top::Election { opts, command } => lock::run_election(&opts, command).await,
             Top::Queue { opts, command } => queue::run(&opts, command).await,
+            Top::Schedule { opts, command } => schedule::run(&opts, command).await,
+            Top::Worker { opts, command } => schedule::run_worker(&opts, command).await,
             Top::Status { opts } => output::status(&opts).await,
         }
     });

@@ -1,12 +1,13 @@
 //! Crash tests: concurrent SDK writers while the server is `kill -9`ed and restarted several
 //! times; every acknowledged put must survive, with revisions dense and increasing; locks held
 //! and waited for come back with no second holder and tokens that keep increasing; queue sends
-//! acknowledged are never lost and acked messages never come back.
+//! acknowledged are never lost and acked messages never come back; scheduled fire times each get
+//! exactly one run across restarts.
 
 mod common;
 
 use common::{Server, retry};
-use plinth_client::{Client, Code, LockOptions, pb};
+use plinth_client::{Client, Code, LockOptions, WorkerOptions, pb};
 use std::collections::BTreeMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -419,4 +420,81 @@ async fn queue_sends_survive_kill_9_and_acked_messages_never_come_back() {
         "{} acknowledged sends all delivered across 3 kill -9s",
         sent.len()
     );
+}
+
+/// Ten schedules every second and two workers while the server is killed and restarted twice.
+/// Afterwards every fire time from the first to the last has exactly one run (missed ones are
+/// caught up under `run_all`), and every run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fire_time_has_exactly_one_run_across_kill_9() {
+    let mut server = Server::start();
+    let client = Client::connect_lazy(server.endpoint()).unwrap();
+    let policy = pb::SchedulePolicy {
+        max_attempts: 10,
+        backoff_ms: 200,
+        timeout_ms: 2000,
+        misfire: "run_all".into(),
+        ..Default::default()
+    };
+    for i in 0..10 {
+        let spec = pb::ScheduleSpec {
+            every_ms: 1000,
+            ..Default::default()
+        };
+        retry(|| client.schedule_create(format!("c{i}"), spec.clone(), "", policy.clone())).await;
+    }
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let options = WorkerOptions {
+            concurrency: 8,
+            wait: Duration::from_secs(1),
+            ..WorkerOptions::new(format!("w{w}"))
+        };
+        workers.push(client.worker(options, |_claim| async {
+            Ok::<Vec<u8>, String>(Vec::new())
+        }));
+    }
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        server.kill9();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    for i in 0..10 {
+        retry(|| client.schedule_pause(format!("c{i}"))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let schedules = retry(|| client.schedule_list()).await;
+        if schedules
+            .iter()
+            .all(|s| s.stats.is_some_and(|t| t.pending == 0 && t.claimed == 0))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    let mut total = 0;
+    for i in 0..10 {
+        let id = format!("c{i}");
+        let schedule = retry(|| client.schedule_get(id.clone())).await;
+        let runs = retry(|| client.schedule_runs(id.clone(), 0)).await;
+        assert!(runs.len() >= 6, "{id} ran only {} times", runs.len());
+        let first = schedule.created_at_ms + 1000;
+        for (n, run) in runs.iter().enumerate() {
+            assert_eq!(
+                run.fire_time_ms,
+                first + 1000 * n as u64,
+                "{id}: a fire time is missing or has two runs"
+            );
+            assert_eq!(run.state, "completed", "{} is {}", run.run_id, run.state);
+        }
+        total += runs.len();
+    }
+    println!("{total} fire times, each with exactly one completed run, across 2 kill -9s");
 }

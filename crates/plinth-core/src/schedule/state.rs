@@ -99,7 +99,10 @@ fn next_after(stored: &Stored, after: Millis) -> Option<Millis> {
         Stored::Cron { expr, tz } => {
             let cron = cron(expr).ok()?;
             let tz = zone(tz).ok()?;
-            let after = Utc.timestamp_millis_opt(after.0 as i64).single()?;
+            // Cron fires on whole seconds: search from the second `after` falls in.
+            let after = Utc
+                .timestamp_millis_opt((after.0 - after.0 % 1000) as i64)
+                .single()?;
             let next: DateTime<chrono_tz::Tz> = cron
                 .find_next_occurrence(&after.with_timezone(&tz), false)
                 .ok()?;

@@ -129,6 +129,29 @@ fn cron_in_a_named_zone_fires_once_per_local_time_across_both_dst_changes() {
 }
 
 #[test]
+fn cron_fires_on_whole_seconds_whatever_the_clock_at_creation() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        1_234,
+        create(
+            "c",
+            Spec::Cron {
+                expr: "* * * * * *".into(),
+                tz: "UTC".into(),
+            },
+            policy(),
+        ),
+    );
+    assert_eq!(
+        s.schedules().info("c").unwrap().next_fire,
+        Some(Millis(2_000))
+    );
+    run(&mut s, 3_500, Command::Tick);
+    assert_eq!(fire_times(&s, "c"), vec![2_000, 3_000]);
+}
+
+#[test]
 fn cron_takes_an_optional_seconds_field() {
     let mut s = State::default();
     run(
