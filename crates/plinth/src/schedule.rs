@@ -31,7 +31,7 @@ pub enum ScheduleCommand {
     Create {
         id: String,
         #[command(flatten)]
-        spec: SpecArgs,
+        spec: Box<SpecArgs>,
         /// The cron's IANA time zone.
         #[arg(long, default_value = "UTC")]
         tz: String,
@@ -168,6 +168,7 @@ pub async fn run(opts: &ClientOpts, command: ScheduleCommand) -> anyhow::Result<
             misfire,
             misfire_grace,
         } => {
+            let spec = *spec;
             let at_ms = match &spec.at {
                 Some(at) => chrono::DateTime::parse_from_rfc3339(at)
                     .map_err(|e| anyhow::anyhow!("--at {at:?} is not an RFC 3339 time: {e}"))?
