@@ -82,6 +82,37 @@ fn cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
         })
 }
 
+/// A stored spec ready to step through fire times: a cron is parsed once, not per step.
+enum Firing<'a> {
+    Plain(&'a Stored),
+    Cron(croner::Cron, chrono_tz::Tz),
+}
+
+impl Firing<'_> {
+    fn of(stored: &Stored) -> Option<Firing<'_>> {
+        match stored {
+            Stored::Cron { expr, tz } => Some(Firing::Cron(cron(expr).ok()?, zone(tz).ok()?)),
+            plain => Some(Firing::Plain(plain)),
+        }
+    }
+
+    fn next_after(&self, after: Millis) -> Option<Millis> {
+        match self {
+            Firing::Plain(stored) => next_after(stored, after),
+            Firing::Cron(cron, tz) => {
+                // Cron fires on whole seconds: search from the second `after` falls in.
+                let after = Utc
+                    .timestamp_millis_opt((after.0 - after.0 % 1000) as i64)
+                    .single()?;
+                let next: DateTime<chrono_tz::Tz> = cron
+                    .find_next_occurrence(&after.with_timezone(tz), false)
+                    .ok()?;
+                u64::try_from(next.timestamp_millis()).ok().map(Millis)
+            }
+        }
+    }
+}
+
 /// The first fire time of `stored` strictly after `after`.
 fn next_after(stored: &Stored, after: Millis) -> Option<Millis> {
     match stored {
@@ -96,18 +127,7 @@ fn next_after(stored: &Stored, after: Millis) -> Option<Millis> {
             let periods = (after.0 - anchor.0) / interval_ms + 1;
             Some(Millis(anchor.0.saturating_add(periods * interval_ms)))
         }
-        Stored::Cron { expr, tz } => {
-            let cron = cron(expr).ok()?;
-            let tz = zone(tz).ok()?;
-            // Cron fires on whole seconds: search from the second `after` falls in.
-            let after = Utc
-                .timestamp_millis_opt((after.0 - after.0 % 1000) as i64)
-                .single()?;
-            let next: DateTime<chrono_tz::Tz> = cron
-                .find_next_occurrence(&after.with_timezone(&tz), false)
-                .ok()?;
-            u64::try_from(next.timestamp_millis()).ok().map(Millis)
-        }
+        Stored::Cron { .. } => Firing::of(stored)?.next_after(after),
     }
 }
 
@@ -439,18 +459,29 @@ impl ScheduleState {
         self.due.remove(&(first, id.to_owned()));
         let grace = schedule.policy.misfire_grace_ms;
         let late = Millis(clock.0.saturating_sub(grace));
-        // Every due fire time, oldest first; the oldest are dropped past the catch-up cap.
-        let mut fires = Vec::new();
+        // Every due fire time, oldest first; the oldest are dropped past the catch-up cap. An
+        // interval jumps straight to the last cap's worth instead of stepping through a long gap.
         let mut at = Some(first);
+        let mut jumped = 0;
+        if let Stored::Every { interval_ms, .. } = schedule.stored {
+            let span = interval_ms.saturating_mul(SCHEDULE_CATCH_UP_MAX as u64);
+            if clock.0.saturating_sub(first.0) > span {
+                let from = next_after(&schedule.stored, Millis(clock.0 - span));
+                jumped = from.map_or(0, |from| (from.0 - first.0) / interval_ms);
+                at = from;
+            }
+        }
+        let firing = Firing::of(&schedule.stored);
+        let mut fires = std::collections::VecDeque::new();
         while let Some(fire) = at {
             if fire > clock {
                 break;
             }
-            fires.push(fire);
+            fires.push_back(fire);
             if fires.len() > SCHEDULE_CATCH_UP_MAX {
-                fires.remove(0);
+                fires.pop_front();
             }
-            at = next_after(&schedule.stored, fire);
+            at = firing.as_ref().and_then(|f| f.next_after(fire));
         }
         let next = match at {
             Some(fire) if fire > clock => Some(fire),
@@ -463,7 +494,7 @@ impl ScheduleState {
             Misfire::RunOnce => missed.last().copied().into_iter().collect(),
             Misfire::Skip => Vec::new(),
         };
-        let skipped_misfire = (missed.len() - take.len()) as u64;
+        let skipped_misfire = (missed.len() - take.len()) as u64 + jumped;
         take.extend(on_time);
         let overlap = schedule.policy.overlap;
         let mut skipped_overlap = 0;

@@ -245,6 +245,29 @@ fn misfire_policies_after_a_long_gap() {
 }
 
 #[test]
+fn a_gap_of_a_day_catches_up_at_most_the_cap_and_counts_the_rest() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create(
+            "d",
+            Spec::Every {
+                interval_ms: SECOND,
+            },
+            policy(),
+        ),
+    );
+    run(&mut s, 24 * HOUR, Command::Tick);
+    let fires = fire_times(&s, "d");
+    assert_eq!(fires.len(), crate::limits::SCHEDULE_CATCH_UP_MAX);
+    assert_eq!(*fires.last().unwrap(), 24 * HOUR);
+    let info = s.schedules().info("d").unwrap();
+    assert_eq!(info.skipped_misfire, 24 * 3600 - fires.len() as u64);
+    assert_eq!(info.next_fire, Some(Millis(24 * HOUR + SECOND)));
+}
+
+#[test]
 fn overlap_policies() {
     let with = |overlap: Overlap| {
         let mut s = State::default();
