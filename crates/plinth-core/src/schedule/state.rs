@@ -85,13 +85,15 @@ fn cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
 /// A stored spec ready to step through fire times: a cron is parsed once, not per step.
 enum Firing<'a> {
     Plain(&'a Stored),
-    Cron(croner::Cron, chrono_tz::Tz),
+    Cron(Box<croner::Cron>, chrono_tz::Tz),
 }
 
 impl Firing<'_> {
     fn of(stored: &Stored) -> Option<Firing<'_>> {
         match stored {
-            Stored::Cron { expr, tz } => Some(Firing::Cron(cron(expr).ok()?, zone(tz).ok()?)),
+            Stored::Cron { expr, tz } => {
+                Some(Firing::Cron(Box::new(cron(expr).ok()?), zone(tz).ok()?))
+            }
             plain => Some(Firing::Plain(plain)),
         }
     }
