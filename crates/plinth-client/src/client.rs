@@ -65,7 +65,10 @@ impl Client {
             queue: QueueClient::new(channel.clone())
                 .max_decoding_message_size(128 * 1024 * 1024)
                 .max_encoding_message_size(128 * 1024 * 1024),
-            scheduler: SchedulerClient::new(channel.clone()),
+            // A claim can carry 100 jobs of 1 MiB.
+            scheduler: SchedulerClient::new(channel.clone())
+                .max_decoding_message_size(128 * 1024 * 1024)
+                .max_encoding_message_size(128 * 1024 * 1024),
             maintenance: MaintenanceClient::new(channel),
         }
     }

@@ -27,3 +27,15 @@ pub use plinth_proto::v1 as pb;
 pub use queue::{Consumer, ConsumerOptions, ConsumerStats};
 pub use schedule::{Worker, WorkerOptions, WorkerStats};
 pub use watch::{Watch, WatchOptions};
+
+/// Cuts `text` to at most `bytes_max` bytes, at a character boundary: for the reasons and
+/// errors a server keeps only so much of.
+pub(crate) fn truncate_text(text: &mut String, bytes_max: usize) {
+    if text.len() > bytes_max {
+        let mut end = bytes_max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

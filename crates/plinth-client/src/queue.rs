@@ -300,6 +300,7 @@ pub struct ConsumerStats {
 pub struct Consumer {
     stop: watch::Sender<bool>,
     tasks: JoinSet<ConsumerStats>,
+    failure: watch::Receiver<Option<Error>>,
 }
 
 impl Consumer {
@@ -315,6 +316,8 @@ impl Consumer {
         E: std::fmt::Display + Send + 'static,
     {
         let (stop, stopped) = watch::channel(false);
+        let (failed, failure) = watch::channel(None);
+        let failed = Arc::new(failed);
         let handler = Arc::new(handler);
         let mut tasks = JoinSet::new();
         for _ in 0..options.concurrency.max(1) {
@@ -323,11 +326,28 @@ impl Consumer {
                 queue: queue.clone(),
                 options: options.clone(),
                 stopped: stopped.clone(),
+                failed: failed.clone(),
             };
             let handler = handler.clone();
             tasks.spawn(async move { worker.run(handler).await });
         }
-        Consumer { stop, tasks }
+        Consumer {
+            stop,
+            tasks,
+            failure,
+        }
+    }
+
+    /// Resolves when the consumer stopped on an error that retrying cannot mend (the queue does
+    /// not exist, or was deleted), with that error. Transient errors (the server restarting, a
+    /// leader change) are retried and never end up here.
+    pub async fn failed(&self) -> Error {
+        let mut failure = self.failure.clone();
+        match failure.wait_for(Option::is_some).await {
+            Ok(error) => error.clone().expect("waited for Some"),
+            // The consumer is gone with no error: wait forever, as for a healthy one.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Stops receiving, waits for running handlers to finish (each acks or nacks its message),
@@ -351,6 +371,7 @@ struct Worker {
     queue: String,
     options: ConsumerOptions,
     stopped: watch::Receiver<bool>,
+    failed: Arc<watch::Sender<Option<Error>>>,
 }
 
 impl Worker {
@@ -375,6 +396,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(queue = %self.queue, error = %e, "consumer stopped: no such queue");
+                    self.failed.send_replace(Some(e));
                     return stats;
                 }
             }
@@ -400,6 +422,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(queue = %self.queue, error = %e, "consumer stopped: receive failed");
+                    self.failed.send_replace(Some(e));
                     break;
                 }
             };
@@ -461,13 +484,7 @@ impl Worker {
                 .map(|()| stats.acked += 1),
             Err(mut reason) => {
                 // The server keeps at most 1 KiB of reason.
-                if reason.len() > REASON_BYTES_MAX {
-                    let mut end = REASON_BYTES_MAX;
-                    while !reason.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    reason.truncate(end);
-                }
+                crate::truncate_text(&mut reason, REASON_BYTES_MAX);
                 let delay = self.options.backoff(receive_count);
                 self.client
                     .queue_nack(self.queue.clone(), receipt.clone(), delay, reason)

@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+/// What the server keeps of a failed run's error and of a completed run's result.
+const ERROR_BYTES_MAX: usize = 1024;
+const RESULT_BYTES_MAX: usize = 64 * 1024;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -225,6 +229,7 @@ pub struct WorkerStats {
 pub struct Worker {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<WorkerStats>,
+    failure: watch::Receiver<Option<Error>>,
 }
 
 impl Worker {
@@ -235,8 +240,24 @@ impl Worker {
         E: std::fmt::Display + Send + 'static,
     {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(client, options, Arc::new(handler), stopped));
-        Worker { stop, task }
+        let (failed, failure) = watch::channel(None);
+        let task = tokio::spawn(run(client, options, Arc::new(handler), stopped, failed));
+        Worker {
+            stop,
+            task,
+            failure,
+        }
+    }
+
+    /// Resolves when the worker stopped claiming on an error that retrying cannot mend (a
+    /// refused claim request), with that error. Transient errors are retried and never end up
+    /// here.
+    pub async fn failed(&self) -> Error {
+        let mut failure = self.failure.clone();
+        match failure.wait_for(Option::is_some).await {
+            Ok(error) => error.clone().expect("waited for Some"),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Stops claiming, waits for running handlers to finish, and returns what the worker did.
@@ -257,6 +278,7 @@ async fn run<H, F, E>(
     options: WorkerOptions,
     handler: Arc<H>,
     stopped: watch::Receiver<bool>,
+    failed: watch::Sender<Option<Error>>,
 ) -> WorkerStats
 where
     H: Fn(pb::ScheduleClaim) -> F + Send + Sync + 'static,
@@ -288,6 +310,7 @@ where
             }
             Err(e) => {
                 tracing::error!(worker = %options.name, error = %e, "worker stopped: claim failed");
+                failed.send_replace(Some(e));
                 break;
             }
         };
@@ -348,14 +371,25 @@ where
         }
     };
     let result = match outcome {
-        Ok(result) => client
-            .schedule_complete(run_id.clone(), token, result)
-            .await
-            .map(|()| stats.completed += 1),
-        Err(error) => client
-            .schedule_fail(run_id.clone(), token, error)
-            .await
-            .map(|_| stats.failed += 1),
+        Ok(mut result) => {
+            // The run's history keeps at most 64 KiB of result; the run itself succeeded, so
+            // the rest is cut rather than the run failed.
+            if result.len() > RESULT_BYTES_MAX {
+                tracing::warn!(run = %run_id, bytes = result.len(), "result cut to {RESULT_BYTES_MAX} bytes, the most a run keeps");
+                result.truncate(RESULT_BYTES_MAX);
+            }
+            client
+                .schedule_complete(run_id.clone(), token, result)
+                .await
+                .map(|()| stats.completed += 1)
+        }
+        Err(mut error) => {
+            crate::truncate_text(&mut error, ERROR_BYTES_MAX);
+            client
+                .schedule_fail(run_id.clone(), token, error)
+                .await
+                .map(|_| stats.failed += 1)
+        }
     };
     match result {
         Ok(()) => {}

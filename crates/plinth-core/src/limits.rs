@@ -85,5 +85,7 @@ pub const SCHEDULE_CLAIM_MAX: u32 = 100;
 pub const SCHEDULE_CATCH_UP_MAX: usize = 1000;
 /// Finished runs kept per schedule for `Runs`; older ones are dropped.
 pub const SCHEDULE_RUNS_KEPT: usize = 1000;
+/// A completed run's result is kept in its history: at most 64 KiB.
+pub const SCHEDULE_RESULT_BYTES_MAX: usize = 64 * 1024;
 /// A fail reason or a worker name is at most 1 KiB / 256 bytes.
 pub const SCHEDULE_ERROR_BYTES_MAX: usize = 1024;

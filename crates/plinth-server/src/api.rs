@@ -1,9 +1,11 @@
 //! Api: the one implementation of every call, shared by the gRPC services and the HTTP routes.
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use plinth_core::{Applied, Command, Output, State};
 use plinth_node::Node;
 use plinth_proto::v1 as pb;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -12,11 +14,16 @@ pub struct Api {
     pub(crate) node: Node,
     /// Flips to true when the server shuts down, so that watch streams end and connections drain.
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Api {
     pub fn new(node: Node, shutdown: watch::Receiver<bool>) -> Api {
-        Api { node, shutdown }
+        Api {
+            node,
+            shutdown,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
     pub(crate) fn header(&self, revision: plinth_core::Revision) -> pb::ResponseHeader {

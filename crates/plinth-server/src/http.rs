@@ -83,6 +83,7 @@ pub fn router(api: Api) -> Router {
     router
         .route("/v1/kv/watch", post(watch))
         .route("/v1/election/observe", post(observe))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -170,6 +171,20 @@ where
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    match api.metrics_text().await {
+        Ok(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn ready(State(api): State<Api>) -> Response {

@@ -12,6 +12,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod metrics;
 mod queue;
 mod schedule;
 

@@ -5,7 +5,7 @@ use crate::api::{Api, unexpected};
 use crate::error::ApiError;
 use plinth_core::limits::QUEUE_WAIT_MS_MAX;
 use plinth_core::schedule::{
-    Misfire, Overlap, Policy, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
+    Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
     ScheduleOutput, Spec,
 };
 use plinth_core::{Command, ErrorCode, FencingToken, Output};
@@ -102,18 +102,18 @@ fn policy(p: pb::SchedulePolicy) -> Result<Policy, ApiError> {
         } else {
             p.max_attempts
         },
-        backoff_ms: or(p.backoff_ms, DEFAULT_BACKOFF_MS),
+        backoff_ms: p.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
         timeout_ms: or(p.timeout_ms, DEFAULT_TIMEOUT_MS),
         overlap,
         misfire,
-        misfire_grace_ms: or(p.misfire_grace_ms, DEFAULT_MISFIRE_GRACE_MS),
+        misfire_grace_ms: p.misfire_grace_ms.unwrap_or(DEFAULT_MISFIRE_GRACE_MS),
     })
 }
 
 fn policy_out(p: &Policy) -> pb::SchedulePolicy {
     pb::SchedulePolicy {
         max_attempts: p.max_attempts,
-        backoff_ms: p.backoff_ms,
+        backoff_ms: Some(p.backoff_ms),
         timeout_ms: p.timeout_ms,
         overlap: match p.overlap {
             Overlap::Allow => "allow",
@@ -127,27 +127,17 @@ fn policy_out(p: &Policy) -> pb::SchedulePolicy {
             Misfire::Skip => "skip",
         }
         .into(),
-        misfire_grace_ms: p.misfire_grace_ms,
+        misfire_grace_ms: Some(p.misfire_grace_ms),
     }
 }
 
 /// The schedule with its counts and due-delay percentiles over the runs kept.
-fn schedule_out(info: ScheduleInfo, runs: &[RunInfo]) -> pb::Schedule {
-    let mut delays: Vec<u64> = runs
-        .iter()
-        .filter(|r| !r.manual)
-        .filter_map(|r| {
-            r.first_claimed_at
-                .map(|c| c.0.saturating_sub(r.id.fire_time.0))
-        })
-        .collect();
-    delays.sort_unstable();
+fn schedule_out(info: ScheduleInfo, counts: RunCounts) -> pb::Schedule {
+    let delays = &counts.due_delays_ms;
+    // Nearest rank: the smallest delay that at least q% of the delays do not exceed.
     let pick = |q: usize| {
-        if delays.is_empty() {
-            0
-        } else {
-            delays[(delays.len() * q / 100).min(delays.len() - 1)]
-        }
+        let rank = (delays.len() * q).div_ceil(100).max(1);
+        delays.get(rank - 1).copied().unwrap_or(0)
     };
     pb::Schedule {
         spec: Some(spec_out(&info.spec)),
@@ -165,14 +155,8 @@ fn schedule_out(info: ScheduleInfo, runs: &[RunInfo]) -> pb::Schedule {
             due_delay_p50_ms: pick(50),
             due_delay_p99_ms: pick(99),
             due_delay_max_ms: delays.last().copied().unwrap_or(0),
-            pending: runs
-                .iter()
-                .filter(|r| matches!(r.state, RunState::Pending { .. }))
-                .count() as u64,
-            claimed: runs
-                .iter()
-                .filter(|r| matches!(r.state, RunState::Claimed { .. }))
-                .count() as u64,
+            pending: counts.pending,
+            claimed: counts.claimed,
         }),
         id: info.id,
     }
@@ -223,9 +207,12 @@ impl Api {
     /// The schedule `id` as it is now (after a write, at least as new as it).
     async fn schedule_now(&self, id: String) -> Result<pb::ScheduleResponse, ApiError> {
         let lookup = id.clone();
-        let ((info, runs), header) = self
+        let ((info, counts), header) = self
             .read(false, move |s| {
-                (s.schedules().info(&lookup), s.schedules().runs(&lookup))
+                (
+                    s.schedules().info(&lookup),
+                    s.schedules().run_counts(&lookup),
+                )
             })
             .await?;
         let info = info.ok_or_else(|| {
@@ -235,7 +222,7 @@ impl Api {
         })?;
         Ok(pb::ScheduleResponse {
             header: Some(header),
-            schedule: Some(schedule_out(info, &runs)),
+            schedule: Some(schedule_out(info, counts)),
         })
     }
 
@@ -270,8 +257,8 @@ impl Api {
                     .list()
                     .into_iter()
                     .map(|info| {
-                        let runs = s.schedules().runs(&info.id);
-                        (info, runs)
+                        let counts = s.schedules().run_counts(&info.id);
+                        (info, counts)
                     })
                     .collect::<Vec<_>>()
             })
@@ -280,7 +267,7 @@ impl Api {
             header: Some(header),
             schedules: all
                 .into_iter()
-                .map(|(info, runs)| schedule_out(info, &runs))
+                .map(|(info, counts)| schedule_out(info, counts))
                 .collect(),
         })
     }
@@ -384,22 +371,15 @@ impl Api {
                 unexpected(Output::Schedule(out))
             };
             if !claims.is_empty() || Instant::now() >= deadline {
-                let leases = {
-                    let ids: Vec<String> = claims.iter().map(|c| c.run.schedule.clone()).collect();
-                    self.read(true, move |s| {
-                        ids.iter()
-                            .map(|id| s.schedules().info(id).map_or(0, |i| i.policy.timeout_ms))
-                            .collect::<Vec<u64>>()
-                    })
-                    .await?
-                    .0
-                };
+                for c in claims.iter().filter(|c| c.attempt == 1) {
+                    let delay_ms = c.claimed_at.0.saturating_sub(c.run.fire_time.0);
+                    self.metrics.observe_due_delay(&c.run.schedule, delay_ms);
+                }
                 return Ok(pb::ScheduleClaimResponse {
                     header: Some(header),
                     runs: claims
                         .into_iter()
-                        .zip(leases)
-                        .map(|(c, lease_ms)| pb::ScheduleClaim {
+                        .map(|c| pb::ScheduleClaim {
                             run_id: c.run.to_string(),
                             schedule: c.run.schedule,
                             fire_time_ms: c.run.fire_time.0,
@@ -407,7 +387,7 @@ impl Api {
                             attempt: c.attempt,
                             job: c.job,
                             lease_until_ms: c.until.0,
-                            lease_ms,
+                            lease_ms: c.lease_ms,
                         })
                         .collect(),
                 });

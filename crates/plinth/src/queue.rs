@@ -372,16 +372,20 @@ async fn consume(
             }
         }
     };
-    tokio::select! {
-        _ = stop => {}
-        _ = watch_idle => {}
-    }
+    let failed = tokio::select! {
+        _ = stop => None,
+        _ = watch_idle => None,
+        e = consumer.failed() => Some(e),
+    };
     let stats = consumer.shutdown().await;
     eprintln!(
         "consumed: {} acked, {} nacked, {} stale",
         stats.acked, stats.nacked, stats.stale
     );
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Runs the command for one message; `Ok` on exit status 0.

@@ -184,11 +184,11 @@ pub async fn run(opts: &ClientOpts, command: ScheduleCommand) -> anyhow::Result<
             };
             let policy = pb::SchedulePolicy {
                 max_attempts,
-                backoff_ms: ms(backoff),
+                backoff_ms: Some(ms(backoff)),
                 timeout_ms: ms(timeout),
                 overlap,
                 misfire: misfire.replace('-', "_"),
-                misfire_grace_ms: ms(misfire_grace),
+                misfire_grace_ms: Some(ms(misfire_grace)),
             };
             let schedule = client.schedule_create(id, spec, job, policy).await?;
             print_schedule(opts, &schedule);
@@ -291,16 +291,20 @@ pub async fn run_worker(opts: &ClientOpts, command: WorkerCommand) -> anyhow::Re
             }
         }
     };
-    tokio::select! {
-        _ = stop => {}
-        _ = idle => {}
-    }
+    let failed = tokio::select! {
+        _ = stop => None,
+        _ = idle => None,
+        e = worker.failed() => Some(e),
+    };
     let stats = worker.shutdown().await;
     eprintln!(
         "worked: {} completed, {} failed, {} stale",
         stats.completed, stats.failed, stats.stale
     );
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Runs the command for one claimed run; its stdout is the run's result on exit status 0.

@@ -227,6 +227,12 @@ async fn locks_held_and_waited_for_survive_kill_9_without_two_holders() {
     );
 
     for lock in ["crash-lock-0", "crash-lock-1"] {
+        let now = retry(|| client.lock_get(lock)).await;
+        assert!(
+            now.holders.len() <= 1,
+            "{lock} has {} holders after the restarts",
+            now.holders.len()
+        );
         let mut values: Vec<u64> = acked
             .iter()
             .filter(|(l, _, _)| l == lock)
@@ -286,19 +292,25 @@ async fn locks_held_and_waited_for_survive_kill_9_without_two_holders() {
     );
 }
 
-/// A producer and four consumers on one queue while the server is killed and restarted. Every
-/// send the server acknowledged is delivered in the end, and no message whose ack was
-/// acknowledged is ever delivered again. (An ack whose reply was lost with the server may or may
-/// not have applied; the message then either comes back or is gone, both allowed.)
+/// A producer and four consumers on one queue while the server is killed and restarted; the
+/// consumers fail one delivery in ten (a nack) and always fail one poison message. Every send
+/// the server acknowledged is delivered in the end, no message whose ack was acknowledged is ever
+/// delivered again, and the poison message ends in the dead-letter queue. (An ack whose reply
+/// was lost with the server may or may not have applied; the message then either comes back or
+/// is gone, both allowed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_sends_survive_kill_9_and_acked_messages_never_come_back() {
     let mut server = Server::start();
     let client = Client::connect_lazy(server.endpoint()).unwrap();
+    retry(|| client.queue_create("crash-dlq", pb::QueueConfig::default())).await;
     let config = pb::QueueConfig {
         visibility_ms: 2_000,
+        max_receives: 5,
+        dead_letter_queue: "crash-dlq".into(),
         ..Default::default()
     };
     retry(|| client.queue_create("crash-q", config.clone())).await;
+    let poison = retry(|| client.queue_send("crash-q", "poison")).await;
     let stop_producing = Arc::new(AtomicBool::new(false));
     let stop_consuming = Arc::new(AtomicBool::new(false));
     // message id → when its ack was acknowledged.
@@ -362,6 +374,20 @@ async fn queue_sends_survive_kill_9_and_acked_messages_never_come_back() {
                             .unwrap()
                             .push(format!("message {} delivered after its ack", d.message_id));
                     }
+                    // The handler fails the poison message always, and one delivery in ten.
+                    if d.body == b"poison"
+                        || (d.message_id * 7 + u64::from(d.receive_count)) % 10 == 0
+                    {
+                        match client
+                            .queue_nack("crash-q", d.receipt.clone(), Duration::ZERO, "failed")
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(e) if e.is_transient() || e.code == Code::StaleToken => {}
+                            Err(e) => panic!("nack: {e}"),
+                        }
+                        continue;
+                    }
                     match client.queue_ack("crash-q", d.receipt.clone()).await {
                         Ok(()) => {
                             acked.lock().unwrap().insert(d.message_id, Instant::now());
@@ -414,10 +440,16 @@ async fn queue_sends_survive_kill_9_and_acked_messages_never_come_back() {
     for consumer in consumers {
         consumer.await.unwrap();
     }
-    let violations = violations.lock().unwrap();
+    let violations = violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}");
+    let dead = retry(|| client.queue_receive("crash-dlq", 10, Duration::from_secs(1))).await;
+    assert_eq!(
+        dead.iter().map(|d| d.message_id).collect::<Vec<_>>(),
+        [poison],
+        "only the poison message is dead-lettered"
+    );
     println!(
-        "{} acknowledged sends all delivered across 3 kill -9s",
+        "{} acknowledged sends all delivered across 3 kill -9s; the poison message dead-lettered",
         sent.len()
     );
 }
@@ -431,7 +463,7 @@ async fn every_fire_time_has_exactly_one_run_across_kill_9() {
     let client = Client::connect_lazy(server.endpoint()).unwrap();
     let policy = pb::SchedulePolicy {
         max_attempts: 10,
-        backoff_ms: 200,
+        backoff_ms: Some(200),
         timeout_ms: 2000,
         misfire: "run_all".into(),
         ..Default::default()

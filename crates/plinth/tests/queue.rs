@@ -366,4 +366,8 @@ async fn the_cli_runs_a_queue_end_to_end() {
     let (code, _, err) = cli(&["queue", "receive", "jobs"]);
     assert_eq!(code, 1);
     assert!(err.contains("NOT_FOUND"), "{err}");
+    // A consumer of a queue that does not exist says so and stops, rather than idling forever.
+    let (code, _, err) = cli(&["queue", "consume", "jobs", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT_FOUND") && err.contains("jobs"), "{err}");
 }

@@ -26,7 +26,7 @@ fn every_second() -> pb::ScheduleSpec {
 fn policy() -> pb::SchedulePolicy {
     pb::SchedulePolicy {
         max_attempts: 5,
-        backoff_ms: 200,
+        backoff_ms: Some(200),
         timeout_ms: 3000,
         misfire: "run_all".into(),
         ..Default::default()
@@ -221,7 +221,7 @@ async fn bad_input_gets_a_clear_error() {
     // Completing with a stale claim token: the claim expired and the run was claimed again.
     let short = pb::SchedulePolicy {
         timeout_ms: 1000,
-        backoff_ms: 1,
+        backoff_ms: Some(1),
         ..policy()
     };
     c.schedule_create(
@@ -339,9 +339,28 @@ async fn the_cli_schedules_and_a_worker_runs_a_command() {
     let (code, out, _) = cli(&["schedule", "runs", "report"]);
     assert_eq!(code, 0);
     assert!(out.contains("\tcompleted\tattempt 1"), "{out}");
+    // The due delay of each first claim, and the runs by outcome, at /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", server.endpoint()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "plinth_schedule_due_delay_seconds_count{schedule=\"report\"} 1\n",
+        "plinth_schedule_runs_total{schedule=\"report\",outcome=\"completed\"} 1\n",
+        "plinth_schedule_runs_total{schedule=\"nightly\",outcome=\"dead\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     let (code, out, _) = cli(&["schedule", "list"]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
+    // A worker whose claims are refused says why and stops, rather than idling forever.
+    let (code, _, err) = cli(&["worker", "run", "--schedule", "no spaces", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
     assert_eq!(
         cli(&["schedule", "cancel", "report"]).1,
         "cancelled report and its 1 runs\n"

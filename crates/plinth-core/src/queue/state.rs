@@ -538,30 +538,45 @@ impl QueueState {
         let limit = if max == 0 { usize::MAX } else { max as usize };
         let mut room: BTreeMap<&str, usize> = BTreeMap::new();
         let mut candidates: Vec<(u64, String)> = Vec::new();
+        // A FIFO group stops moving at its first message that stays, so that none of its later
+        // messages overtakes it.
+        let mut stopped: BTreeSet<&str> = BTreeSet::new();
         for id in order {
             if candidates.len() >= limit {
                 break;
             }
             let m = &source.messages[&id];
+            let group = m.group.as_deref().unwrap_or_default();
+            if stopped.contains(group) {
+                continue;
+            }
             let target = match (to, &m.dead_letter) {
-                (Some(to), _) => to,
-                (None, Some(letter)) => letter.source_queue.as_str(),
-                (None, None) => continue,
+                (Some(to), _) => Some(to),
+                (None, Some(letter)) => Some(letter.source_queue.as_str()),
+                (None, None) => None,
             };
             // A target that is gone, of the other kind, full, or that takes smaller bodies
             // keeps the message here.
-            let Some(q) = self.queues.get(target).filter(|_| target != dlq) else {
-                continue;
-            };
-            let free = room
-                .entry(target)
-                .or_insert_with(|| QUEUE_MESSAGES_MAX.saturating_sub(q.messages.len()));
-            if q.config.fifo != fifo || *free == 0 || m.body.len() as u64 > q.config.max_body_bytes
-            {
-                continue;
+            let fits = target.and_then(|target| {
+                let q = self.queues.get(target).filter(|_| target != dlq)?;
+                let free = room
+                    .entry(target)
+                    .or_insert_with(|| QUEUE_MESSAGES_MAX.saturating_sub(q.messages.len()));
+                let fits = q.config.fifo == fifo
+                    && *free > 0
+                    && m.body.len() as u64 <= q.config.max_body_bytes;
+                fits.then(|| {
+                    *free -= 1;
+                    target
+                })
+            });
+            match fits {
+                Some(target) => candidates.push((id, target.to_owned())),
+                None if fifo => {
+                    stopped.insert(group);
+                }
+                None => {}
             }
-            *free -= 1;
-            candidates.push((id, target.to_owned()));
         }
         for (id, target) in &candidates {
             let mut m = self.remove(dlq, *id);

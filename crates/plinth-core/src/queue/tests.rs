@@ -636,3 +636,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fifo_redrive_stops_a_group_at_its_first_message_that_cannot_move() {
+    let mut s = State::default();
+    let fifo = QueueConfig {
+        fifo: true,
+        ..config()
+    };
+    run(&mut s, 1_000, create("dead", fifo.clone()));
+    run(
+        &mut s,
+        1_000,
+        create(
+            "small",
+            QueueConfig {
+                max_body_bytes: 4,
+                ..fifo
+            },
+        ),
+    );
+    let in_group = |body: &str, group: &str| NewMessage {
+        group: Some(group.into()),
+        ..message(body)
+    };
+    sent(&run(
+        &mut s,
+        1_000,
+        send(
+            "dead",
+            vec![
+                in_group("too large", "g"),
+                in_group("b", "g"),
+                in_group("c", "h"),
+            ],
+        ),
+    ));
+    let redrive = Command::Queue(QueueCommand::Redrive {
+        dlq: "dead".into(),
+        to: Some("small".into()),
+        max: 0,
+    });
+    match run(&mut s, 1_001, redrive).result {
+        Ok(Output::Queue(QueueOutput::Redriven { moved })) => assert_eq!(moved, 1),
+        other => panic!("expected a redrive, got {other:?}"),
+    }
+    // "b" stays behind "too large", so group g keeps its order; group h moved.
+    assert_eq!(
+        bodies(&received(&run(&mut s, 1_002, receive("small", 10)))),
+        ["c"]
+    );
+    // Group g is whole in the dead-letter queue: its head comes out first, "b" waits behind it.
+    let left = received(&run(&mut s, 1_002, receive("dead", 10)));
+    assert_eq!(bodies(&left), ["too large"]);
+    assert_eq!(s.queues().queue_info("dead").unwrap().stats.visible, 1);
+}

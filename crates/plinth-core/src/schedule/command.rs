@@ -156,12 +156,21 @@ pub struct RunInfo {
     pub state: RunState,
     /// 1 for the first attempt.
     pub attempt: u32,
-    pub job: Vec<u8>,
     /// When it was first claimed: `first_claimed_at - fire_time` is its due delay.
     pub first_claimed_at: Option<Millis>,
     pub last_error: String,
     /// Made by `Trigger` rather than by the spec.
     pub manual: bool,
+}
+
+/// What `Get` and `List` show of a schedule's runs, counted without copying them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub pending: u64,
+    pub claimed: u64,
+    /// The due delay (first claim minus fire time) of every kept spec run that was claimed,
+    /// smallest first.
+    pub due_delays_ms: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,5 +223,9 @@ pub struct Claimed {
     pub token: FencingToken,
     pub attempt: u32,
     pub job: Vec<u8>,
+    /// The log clock of the claim: `claimed_at - fire_time` is the due delay of a first attempt.
+    pub claimed_at: Millis,
+    /// The claim lease: the claim ends at `until = claimed_at + lease_ms` unless heartbeated.
+    pub lease_ms: u64,
     pub until: Millis,
 }

@@ -3,7 +3,7 @@
 use crate::limits::{
     OWNER_BYTES_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX, SCHEDULE_CLAIM_MAX,
     SCHEDULE_ERROR_BYTES_MAX, SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX,
-    SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
+    SCHEDULE_RESULT_BYTES_MAX, SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
 };
 use crate::names::NameError;
 use crate::{ErrorCode, FencingToken};
@@ -45,6 +45,8 @@ pub enum ScheduleError {
     Worker { bytes: usize },
     #[error("error is {bytes} bytes; the limit is {SCHEDULE_ERROR_BYTES_MAX}")]
     ErrorTooLong { bytes: usize },
+    #[error("result is {bytes} bytes; the limit is {SCHEDULE_RESULT_BYTES_MAX}")]
+    ResultTooLarge { bytes: usize },
     #[error(
         "claim token {token} of run {run} is not its current claim: the claim expired, the run was retried or finished, or the schedule was cancelled"
     )]
@@ -80,6 +82,7 @@ impl ScheduleError {
             ScheduleError::ClaimMax { .. } => "max",
             ScheduleError::Worker { .. } => "worker",
             ScheduleError::ErrorTooLong { .. } => "error",
+            ScheduleError::ResultTooLarge { .. } => "result",
             ScheduleError::StaleClaim { .. } => "token",
         }
     }

@@ -34,8 +34,8 @@ mod state;
 mod tests;
 
 pub use command::{
-    Claimed, Misfire, Overlap, Policy, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
-    ScheduleOutput, Spec,
+    Claimed, Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand,
+    ScheduleInfo, ScheduleOutput, Spec,
 };
 pub use error::ScheduleError;
 pub use state::ScheduleState;

@@ -1,20 +1,23 @@
 //! ScheduleState: schedules, their runs and the indexes `Tick` and `Claim` walk.
 
 use super::{
-    Claimed, Misfire, Overlap, Policy, RunId, RunInfo, RunState, ScheduleCommand, ScheduleError,
-    ScheduleInfo, ScheduleOutput, Spec,
+    Claimed, Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand,
+    ScheduleError, ScheduleInfo, ScheduleOutput, Spec,
 };
 use crate::limits::{
     OWNER_BYTES_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX, SCHEDULE_CATCH_UP_MAX,
     SCHEDULE_CLAIM_MAX, SCHEDULE_ERROR_BYTES_MAX, SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX,
-    SCHEDULE_RETRY_DELAY_MS_MAX, SCHEDULE_RUNS_KEPT, SCHEDULE_TIMEOUT_MS_MAX,
-    SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
+    SCHEDULE_RESULT_BYTES_MAX, SCHEDULE_RETRY_DELAY_MS_MAX, SCHEDULE_RUNS_KEPT,
+    SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
 };
 use crate::names::check_name;
 use crate::{Ctx, FencingToken, Millis};
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The first window a cron looks back over when it catches up on a gap longer than this.
+const CRON_LOOK_BACK_MS_MIN: u64 = 60 * 1000;
 
 /// A spec as stored: `Delay` has become `At`, `Every` has its anchor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,8 +214,15 @@ impl ScheduleState {
                 }
                 schedules.iter().try_for_each(|s| id(s))
             }
-            ScheduleCommand::Heartbeat { run, .. } | ScheduleCommand::Complete { run, .. } => {
-                id(&run.schedule)
+            ScheduleCommand::Heartbeat { run, .. } => id(&run.schedule),
+            ScheduleCommand::Complete { run, result, .. } => {
+                id(&run.schedule)?;
+                if result.len() > SCHEDULE_RESULT_BYTES_MAX {
+                    return Err(ScheduleError::ResultTooLarge {
+                        bytes: result.len(),
+                    });
+                }
+                Ok(())
             }
             ScheduleCommand::Fail { run, error, .. } => {
                 id(&run.schedule)?;
@@ -339,10 +349,19 @@ impl ScheduleState {
                 Ok(ScheduleOutput::Resumed { next_fire: next })
             }
             ScheduleCommand::Trigger { id } => {
-                self.schedule(id)?;
+                let schedule = self.schedule(id)?;
+                // Fire times due by now become their runs first, so that no later tick can
+                // materialize a spec run at the time the triggered run takes (S5). Every spec fire
+                // time still to come is after `clock`, so the triggered run takes the latest free
+                // time at or before it.
+                if let (false, Some(next)) = (schedule.paused, schedule.next_fire)
+                    && next <= clock
+                {
+                    self.materialize(id, clock);
+                }
                 let mut fire = clock;
                 while self.runs.contains_key(&(id.clone(), fire)) {
-                    fire = Millis(fire.0 + 1);
+                    fire = Millis(fire.0.checked_sub(1).expect("fewer runs than milliseconds"));
                 }
                 self.add_run(id, fire, clock, true);
                 ctx.changed = true;
@@ -383,6 +402,8 @@ impl ScheduleState {
                         token,
                         attempt: run.attempt,
                         job: self.schedules[&key.0].job.clone(),
+                        claimed_at: clock,
+                        lease_ms: timeout,
                         until,
                     });
                 }
@@ -474,6 +495,35 @@ impl ScheduleState {
             }
         }
         let firing = Firing::of(&schedule.stored);
+        // A cron has no fixed period to jump by: it looks back from `clock` over a window that
+        // grows fourfold until the window holds more than the catch-up cap, so a long gap costs
+        // a few thousand steps, not one per fire time. The fire times before that window are
+        // passed over uncounted.
+        if let (Stored::Cron { .. }, Some(cron)) = (&schedule.stored, &firing)
+            && clock.0.saturating_sub(first.0) > CRON_LOOK_BACK_MS_MIN
+        {
+            let mut window = CRON_LOOK_BACK_MS_MIN;
+            loop {
+                let from = Millis(clock.0.saturating_sub(window));
+                if from < first {
+                    break;
+                }
+                let mut count = 0;
+                let mut fire = cron.next_after(from);
+                while let Some(f) = fire
+                    && f <= clock
+                    && count <= SCHEDULE_CATCH_UP_MAX
+                {
+                    count += 1;
+                    fire = cron.next_after(f);
+                }
+                if count > SCHEDULE_CATCH_UP_MAX {
+                    at = cron.next_after(from);
+                    break;
+                }
+                window = window.saturating_mul(4);
+            }
+        }
         let mut fires = std::collections::VecDeque::new();
         while let Some(fire) = at {
             if fire > clock {
@@ -655,12 +705,28 @@ impl ScheduleState {
                 },
                 state: run.state.clone(),
                 attempt: run.attempt,
-                job: self.schedules[schedule].job.clone(),
                 first_claimed_at: run.first_claimed_at,
                 last_error: run.last_error.clone(),
                 manual: run.manual,
             })
             .collect()
+    }
+
+    /// The counts `Get` and `List` show for schedule `id`.
+    pub fn run_counts(&self, id: &str) -> RunCounts {
+        let mut counts = RunCounts::default();
+        for ((_, fire), run) in self.runs_of(id) {
+            match run.state {
+                RunState::Pending { .. } => counts.pending += 1,
+                RunState::Claimed { .. } => counts.claimed += 1,
+                _ => {}
+            }
+            if let (false, Some(claimed)) = (run.manual, run.first_claimed_at) {
+                counts.due_delays_ms.push(claimed.0.saturating_sub(fire.0));
+            }
+        }
+        counts.due_delays_ms.sort_unstable();
+        counts
     }
 
     pub fn len(&self) -> usize {
@@ -784,7 +850,7 @@ impl ScheduleState {
 
     fn add_run(&mut self, id: &str, fire: Millis, clock: Millis, manual: bool) {
         let key = (id.to_owned(), fire);
-        debug_assert!(
+        assert!(
             !self.runs.contains_key(&key),
             "S5: run {id}@{fire} made twice"
         );

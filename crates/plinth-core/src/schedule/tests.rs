@@ -268,6 +268,66 @@ fn a_gap_of_a_day_catches_up_at_most_the_cap_and_counts_the_rest() {
 }
 
 #[test]
+fn a_per_second_cron_down_for_a_year_catches_up_only_the_latest_cap_in_few_steps() {
+    let mut s = State::default();
+    let start = utc(2026, 1, 1, 0, 0);
+    run(
+        &mut s,
+        start,
+        create(
+            "c",
+            Spec::Cron {
+                expr: "* * * * * *".into(),
+                tz: "UTC".into(),
+            },
+            policy(),
+        ),
+    );
+    // A year is 31.5 million fire times; stepping through each would stall the apply.
+    let later = utc(2027, 1, 1, 0, 0);
+    run(&mut s, later, Command::Tick);
+    let fires = fire_times(&s, "c");
+    assert_eq!(fires.len(), crate::limits::SCHEDULE_CATCH_UP_MAX);
+    assert_eq!(*fires.last().unwrap(), later);
+    assert!(fires.windows(2).all(|w| w[1] - w[0] == SECOND));
+    let info = s.schedules().info("c").unwrap();
+    assert_eq!(info.next_fire, Some(Millis(later + SECOND)));
+}
+
+#[test]
+fn a_trigger_at_a_due_fire_time_leaves_that_fire_time_to_the_spec() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create(
+            "t",
+            Spec::Every {
+                interval_ms: 10 * SECOND,
+            },
+            policy(),
+        ),
+    );
+    // 10 s is due but no tick has made its run yet when the trigger comes at exactly 10 s.
+    let trigger = Command::Schedule(ScheduleCommand::Trigger { id: "t".into() });
+    let triggered = match run(&mut s, 10 * SECOND, trigger.clone()).result {
+        Ok(Output::Schedule(ScheduleOutput::Triggered { run })) => run,
+        other => panic!("expected a trigger, got {other:?}"),
+    };
+    assert_eq!(triggered.fire_time, Millis(10 * SECOND - 1));
+    run(&mut s, 10 * SECOND, Command::Tick);
+    run(&mut s, 10 * SECOND, trigger);
+    let runs = s.schedules().runs("t");
+    let spec: Vec<u64> = runs
+        .iter()
+        .filter(|r| !r.manual)
+        .map(|r| r.id.fire_time.0)
+        .collect();
+    assert_eq!(spec, [10 * SECOND]);
+    assert_eq!(runs.len(), 3);
+}
+
+#[test]
 fn overlap_policies() {
     let with = |overlap: Overlap| {
         let mut s = State::default();
@@ -549,6 +609,18 @@ fn bad_input_names_the_field() {
             }),
             ErrorCode::StaleToken,
             "token",
+        ),
+        (
+            Command::Schedule(ScheduleCommand::Complete {
+                run: RunId {
+                    schedule: "nope".into(),
+                    fire_time: Millis(1),
+                },
+                token: FencingToken(1),
+                result: vec![0; crate::limits::SCHEDULE_RESULT_BYTES_MAX + 1],
+            }),
+            ErrorCode::InvalidArgument,
+            "result",
         ),
     ];
     for (command, code, field) in cases {
