@@ -8,12 +8,14 @@
 //! The shape: [`State::apply`] takes one committed [`Request`] and returns an [`Applied`] (the
 //! outcome plus the [`Event`]s to hand to watchers). Reads are plain queries on `&State`.
 
+pub mod config;
 pub mod kv;
 pub mod lease;
 pub mod limits;
 pub mod lock;
 pub mod names;
 pub mod queue;
+pub mod registry;
 pub mod schedule;
 mod state;
 #[cfg(test)]

@@ -89,3 +89,27 @@ pub const SCHEDULE_RUNS_KEPT: usize = 1000;
 pub const SCHEDULE_RESULT_BYTES_MAX: usize = 64 * 1024;
 /// A fail reason or a worker name is at most 1 KiB / 256 bytes.
 pub const SCHEDULE_ERROR_BYTES_MAX: usize = 1024;
+/// Services with config at once.
+pub const CONFIG_SERVICES_MAX: usize = 100_000;
+/// Keys in one service's config.
+pub const CONFIG_KEYS_MAX: usize = 10_000;
+/// A service's whole config (keys plus canonical values) is at most 1 MiB.
+pub const CONFIG_SNAPSHOT_BYTES_MAX: usize = 1024 * 1024;
+/// A JSON Schema is at most 256 KiB.
+pub const CONFIG_SCHEMA_BYTES_MAX: usize = 256 * 1024;
+/// Commits kept per service: 1,000 unless set, at most 10,000 ...
+pub const CONFIG_HISTORY_VERSIONS_DEFAULT: u32 = 1000;
+pub const CONFIG_HISTORY_VERSIONS_MAX: u32 = 10_000;
+/// ... and at most 16 MiB of them.
+pub const CONFIG_HISTORY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Versions one history answer or one watch message batch holds.
+pub const CONFIG_HISTORY_PAGE_MAX: usize = 1000;
+/// Registered instances at once.
+pub const REGISTRY_INSTANCES_MAX: usize = 1_000_000;
+/// An instance's address is 1..=1024 bytes.
+pub const REGISTRY_ADDRESS_BYTES_MAX: usize = 1024;
+/// An instance's metadata: at most 64 entries and 16 KiB of keys and values.
+pub const REGISTRY_METADATA_MAX: usize = 64;
+pub const REGISTRY_METADATA_BYTES_MAX: usize = 16 * 1024;
+/// Registry events kept for watchers to resume from, across all services.
+pub const REGISTRY_HISTORY_EVENTS_MAX: usize = 100_000;

@@ -1,9 +1,11 @@
 //! State: every primitive plus the log clock and the global revision; the one `apply`.
 
+use crate::config::{ConfigCommand, ConfigError, ConfigOutput, ConfigState};
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
 use crate::queue::{QueueCommand, QueueError, QueueOutput, QueueState};
+use crate::registry::{RegistryCommand, RegistryError, RegistryOutput, RegistryState};
 use crate::schedule::{ScheduleCommand, ScheduleError, ScheduleOutput, ScheduleState};
 use crate::{ErrorCode, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,8 @@ pub enum Command {
     Lock(LockCommand),
     Queue(QueueCommand),
     Schedule(ScheduleCommand),
+    Config(ConfigCommand),
+    Registry(RegistryCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +41,8 @@ pub enum Output {
     Lock(LockOutput),
     Queue(QueueOutput),
     Schedule(ScheduleOutput),
+    Config(ConfigOutput),
+    Registry(RegistryOutput),
 }
 
 /// A refusal by the state machine: deterministic, the same on every replica.
@@ -52,6 +58,10 @@ pub enum StateError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl StateError {
@@ -62,6 +72,8 @@ impl StateError {
             StateError::Lock(e) => e.code(),
             StateError::Queue(e) => e.code(),
             StateError::Schedule(e) => e.code(),
+            StateError::Config(e) => e.code(),
+            StateError::Registry(e) => e.code(),
         }
     }
 
@@ -72,6 +84,8 @@ impl StateError {
             StateError::Lock(e) => e.field(),
             StateError::Queue(e) => e.field(),
             StateError::Schedule(e) => e.field(),
+            StateError::Config(e) => e.field(),
+            StateError::Registry(e) => e.field(),
         }
     }
 }
@@ -108,13 +122,28 @@ pub enum SnapshotError {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"PLNS";
-/// Version 2 added locks, queues and schedules; version 1 snapshots (KV and leases only) still load.
-const SNAPSHOT_VERSION: u32 = 2;
+/// Version 3 added config and the registry, version 2 locks, queues and schedules; snapshots of
+/// versions 1 and 2 still load.
+const SNAPSHOT_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     revision: Revision,
     /// The log clock: the largest stamp applied so far.
+    clock: Millis,
+    kv: KvState,
+    leases: LeaseState,
+    locks: LockState,
+    queues: QueueState,
+    schedules: ScheduleState,
+    config: ConfigState,
+    registry: RegistryState,
+}
+
+/// The state as snapshot version 2 encoded it.
+#[derive(Deserialize)]
+struct StateV2 {
+    revision: Revision,
     clock: Millis,
     kv: KvState,
     leases: LeaseState,
@@ -147,6 +176,8 @@ impl State {
             Command::Lock(c) => Ok(LockState::validate(c)?),
             Command::Queue(c) => Ok(QueueState::validate(c)?),
             Command::Schedule(c) => Ok(ScheduleState::validate(c)?),
+            Command::Config(c) => Ok(ConfigState::validate(c)?),
+            Command::Registry(c) => Ok(RegistryState::validate(c)?),
         }
     }
 
@@ -202,10 +233,7 @@ impl State {
             Command::Lock(c) => {
                 let (out, ended) = self.locks.apply(c, &mut self.leases, ctx)?;
                 if let Some(lease) = ended {
-                    self.leases
-                        .apply(&LeaseCommand::Revoke { id: lease }, ctx.clock)
-                        .expect("LK3: a holder's lease is alive");
-                    self.release_lease(lease, ctx);
+                    self.end_lease(lease, ctx);
                 }
                 // Every lock command that succeeds changes state, except abandoning the waiters
                 // of a node that had none.
@@ -214,13 +242,31 @@ impl State {
             }
             Command::Queue(c) => Ok(Output::Queue(self.queues.apply(c, ctx)?)),
             Command::Schedule(c) => Ok(Output::Schedule(self.schedules.apply(c, ctx)?)),
+            Command::Config(c) => Ok(Output::Config(self.config.apply(c, ctx)?)),
+            Command::Registry(c) => {
+                let (out, ended) = self.registry.apply(c, &mut self.leases, ctx)?;
+                if let Some(lease) = ended {
+                    self.end_lease(lease, ctx);
+                }
+                Ok(Output::Registry(out))
+            }
         }
+    }
+
+    /// Ends a lease a primitive let go of (a lock released, a registration replaced): revokes it
+    /// and releases what else is attached to it, in this revision.
+    fn end_lease(&mut self, lease: LeaseId, ctx: &mut Ctx) {
+        self.leases
+            .apply(&LeaseCommand::Revoke { id: lease }, ctx.clock)
+            .expect("a primitive's lease is alive until it lets go");
+        self.release_lease(lease, ctx);
     }
 
     /// The one place where a lease's end reaches the resources attached to it.
     fn release_lease(&mut self, id: LeaseId, ctx: &mut Ctx) {
         self.kv.release_lease(id, ctx);
         self.locks.release_lease(id, &mut self.leases, ctx);
+        self.registry.release_lease(id, ctx);
     }
 
     /// The earliest point on the log clock at which a `Tick` has work: a lease's or a lock
@@ -273,6 +319,14 @@ impl State {
         &self.schedules
     }
 
+    pub fn config(&self) -> &ConfigState {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &RegistryState {
+        &self.registry
+    }
+
     /// Recomputes every primitive's invariants from its primary data; panics naming the rule.
     pub fn check_invariants(&self) {
         self.kv.check_invariants(self.revision, &self.leases);
@@ -280,6 +334,8 @@ impl State {
         self.locks.check_invariants(&self.leases);
         self.queues.check_invariants();
         self.schedules.check_invariants();
+        self.config.check_invariants();
+        self.registry.check_invariants(&self.leases);
     }
 
     /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
@@ -299,6 +355,20 @@ impl State {
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
         match version {
             SNAPSHOT_VERSION => Ok(postcard::from_bytes(&bytes[8..])?),
+            2 => {
+                let v2: StateV2 = postcard::from_bytes(&bytes[8..])?;
+                Ok(State {
+                    revision: v2.revision,
+                    clock: v2.clock,
+                    kv: v2.kv,
+                    leases: v2.leases,
+                    locks: v2.locks,
+                    queues: v2.queues,
+                    schedules: v2.schedules,
+                    config: ConfigState::default(),
+                    registry: RegistryState::default(),
+                })
+            }
             1 => {
                 let v1: StateV1 = postcard::from_bytes(&bytes[8..])?;
                 Ok(State {
@@ -309,6 +379,8 @@ impl State {
                     locks: LockState::default(),
                     queues: QueueState::default(),
                     schedules: ScheduleState::default(),
+                    config: ConfigState::default(),
+                    registry: RegistryState::default(),
                 })
             }
             found => Err(SnapshotError::UnsupportedVersion { found }),

@@ -1,11 +1,13 @@
-//! Property tests over the whole state machine: random sequences of KV, lease, lock and queue commands with
-//! random (and sometimes backwards) stamps, invariants after every apply, a small model to
-//! compare with, and determinism of the snapshot bytes.
+//! Property tests over the whole state machine: random sequences of KV, lease, lock, queue,
+//! registry and config commands with random (and sometimes backwards) stamps, invariants after
+//! every apply, a small model to compare with, and determinism of the snapshot bytes.
 
+use crate::config::ConfigCommand;
 use crate::kv::{Compare, CompareOp, CompareTarget, KeySpan, KvCommand, RangeRequest, Txn, TxnOp};
 use crate::lease::LeaseCommand;
 use crate::lock::LockCommand;
 use crate::queue::{NewMessage, QueueCommand, QueueConfig, Receipt};
+use crate::registry::{RegistryCommand, Status};
 use crate::{Command, FencingToken, LeaseId, Millis, Output, Request, Revision, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -90,6 +92,22 @@ fn command() -> impl Strategy<Value = Command> {
             then: vec![TxnOp::Put { key, value: vec![v], lease: None }],
             otherwise: vec![],
         }))),
+        2 => (0u8..3, 400u64..3_000).prop_map(|(i, ttl_ms)| Command::Registry(RegistryCommand::Register {
+            service: "svc".into(), instance: format!("i{i}"), address: "10.0.0.1:80".into(),
+            metadata: Default::default(), ttl_ms, status: Status::Passing,
+        })),
+        1 => (0u8..3, 1u64..12).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Heartbeat {
+            service: "svc".into(), instance: format!("i{i}"), lease: LeaseId(lease),
+        })),
+        1 => (0u8..3, prop::option::of(1u64..12)).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Deregister {
+            service: "svc".into(), instance: format!("i{i}"), lease: lease.map(LeaseId),
+        })),
+        1 => (prop::sample::select(vec!["a", "b"]), 0u8..9).prop_map(|(key, v)| Command::Config(ConfigCommand::Put {
+            service: "cfg".into(), set: [(key.to_owned(), v.to_string())].into(), delete: Default::default(), expected_version: None,
+        })),
+        1 => (1u64..6).prop_map(|to_version| Command::Config(ConfigCommand::Rollback {
+            service: "cfg".into(), to_version, expected_version: None,
+        })),
     ]
 }
 
@@ -206,6 +224,6 @@ fn a_snapshot_with_another_header_is_refused() {
     bytes[4] = 9;
     assert_eq!(
         State::from_snapshot(&bytes).unwrap_err().to_string(),
-        "snapshot format version 9 is not supported; this build reads version 2"
+        "snapshot format version 9 is not supported; this build reads version 3"
     );
 }

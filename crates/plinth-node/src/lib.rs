@@ -51,6 +51,8 @@ impl fmt::Display for LogRequest {
             Command::Lock(_) => "lock",
             Command::Queue(_) => "queue",
             Command::Schedule(_) => "schedule",
+            Command::Config(_) => "config",
+            Command::Registry(_) => "registry",
         };
         write!(f, "{kind}@{}", self.0.stamp)
     }

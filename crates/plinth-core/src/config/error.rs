@@ -1,0 +1,103 @@
+//! Every refusal of the config primitive, with the values that caused it.
+
+use crate::ErrorCode;
+use crate::limits::{
+    CONFIG_HISTORY_VERSIONS_MAX, CONFIG_KEYS_MAX, CONFIG_SCHEMA_BYTES_MAX, CONFIG_SERVICES_MAX,
+    CONFIG_SNAPSHOT_BYTES_MAX,
+};
+use crate::names::NameError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ConfigError {
+    #[error("service {0}")]
+    Service(NameError),
+    #[error("key {key:?}: {error}")]
+    Key { key: String, error: NameError },
+    #[error(
+        "value of {key:?} is not JSON ({error}); values are JSON documents, e.g. 30, true or \"text\""
+    )]
+    NotJson { key: String, error: String },
+    #[error("a put must set or delete at least one key")]
+    EmptyChange,
+    #[error("key {key:?} is both set and deleted in one put")]
+    SetAndDeleted { key: String },
+    #[error("the config of {service} would have {keys} keys; the limit is {CONFIG_KEYS_MAX}")]
+    TooManyKeys { service: String, keys: usize },
+    #[error(
+        "the config of {service} would be {bytes} bytes; the limit is {CONFIG_SNAPSHOT_BYTES_MAX}"
+    )]
+    TooLarge { service: String, bytes: usize },
+    #[error(
+        "{service} is at version {current}, not the expected {expected}; read it again and retry"
+    )]
+    VersionMismatch {
+        service: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error("service {service} has no config")]
+    NotFound { service: String },
+    #[error("service {service} has no version {version}; its latest is {latest}")]
+    VersionNotFound {
+        service: String,
+        version: u64,
+        latest: u64,
+    },
+    #[error("version {version} of {service} is no longer kept; the oldest kept is {base_version}")]
+    Compacted {
+        service: String,
+        version: u64,
+        base_version: u64,
+    },
+    #[error("schema is not a valid JSON Schema: {error}")]
+    BadSchema { error: String },
+    #[error("schema is {bytes} bytes; the limit is {CONFIG_SCHEMA_BYTES_MAX}")]
+    SchemaTooLarge { bytes: usize },
+    #[error("the config of {service} at version {version} would fail its schema: {error}")]
+    FailsSchema {
+        service: String,
+        version: u64,
+        error: String,
+    },
+    #[error("versions kept is {versions_kept}; it must be 1 to {CONFIG_HISTORY_VERSIONS_MAX}")]
+    Retention { versions_kept: u32 },
+    #[error("{CONFIG_SERVICES_MAX} services have config; the limit is {CONFIG_SERVICES_MAX}")]
+    TooManyServices,
+}
+
+impl ConfigError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ConfigError::TooManyKeys { .. }
+            | ConfigError::TooLarge { .. }
+            | ConfigError::TooManyServices => ErrorCode::ResourceExhausted,
+            ConfigError::VersionMismatch { .. } => ErrorCode::FailedPrecondition,
+            ConfigError::NotFound { .. } | ConfigError::VersionNotFound { .. } => {
+                ErrorCode::NotFound
+            }
+            ConfigError::Compacted { .. } => ErrorCode::Compacted,
+            _ => ErrorCode::InvalidArgument,
+        }
+    }
+
+    /// The request field that was wrong.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Service(_)
+            | ConfigError::NotFound { .. }
+            | ConfigError::TooManyServices => "service",
+            ConfigError::Key { .. }
+            | ConfigError::NotJson { .. }
+            | ConfigError::EmptyChange
+            | ConfigError::TooManyKeys { .. }
+            | ConfigError::TooLarge { .. }
+            | ConfigError::FailsSchema { .. } => "set",
+            ConfigError::SetAndDeleted { .. } => "delete",
+            ConfigError::VersionMismatch { .. } => "expected_version",
+            ConfigError::VersionNotFound { .. } | ConfigError::Compacted { .. } => "version",
+            ConfigError::BadSchema { .. } | ConfigError::SchemaTooLarge { .. } => "schema",
+            ConfigError::Retention { .. } => "versions_kept",
+        }
+    }
+}
