@@ -10,11 +10,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
         "common",
+        "config",
         "kv",
         "lease",
         "lock",
         "maintenance",
         "queue",
+        "registry",
         "schedule",
     ]
     .map(|name| root.join(format!("plinth/v1/{name}.proto")));
@@ -46,6 +48,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ErrorDetail.code",
             "#[serde(with = \"crate::json::error_code\")]",
         );
+    // Config values are JSON documents: over HTTP they are JSON values, not strings of JSON.
+    for field in [
+        "ConfigPutRequest.set",
+        "ConfigVersion.set",
+        "ConfigGetResponse.values",
+    ] {
+        builder = builder.field_attribute(field, "#[serde(with = \"crate::json::json_text_map\")]");
+    }
+    for field in [
+        "ConfigSetSchemaRequest.schema",
+        "ConfigGetSchemaResponse.schema",
+    ] {
+        builder = builder.field_attribute(field, "#[serde(with = \"crate::json::json_text\")]");
+    }
+    // Maps in key order, so that answers render the same every time.
+    for map in [
+        ".plinth.v1.ConfigPutRequest.set",
+        ".plinth.v1.ConfigVersion.set",
+        ".plinth.v1.ConfigGetResponse.values",
+        ".plinth.v1.RegistryInstance.metadata",
+        ".plinth.v1.RegistryRegisterRequest.metadata",
+    ] {
+        builder = builder.btree_map(map);
+    }
     builder.compile_protos(&files, &[root])?;
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -3,12 +3,14 @@
 use crate::error::Error;
 use crate::lease::KeepAlive;
 use crate::watch::{Watch, WatchOptions};
+use pb::config_client::ConfigClient;
 use pb::election_client::ElectionClient;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
 use pb::lock_client::LockClient;
 use pb::maintenance_client::MaintenanceClient;
 use pb::queue_client::QueueClient;
+use pb::registry_client::RegistryClient;
 use pb::scheduler_client::SchedulerClient;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub struct Client {
     pub(crate) election: ElectionClient<Channel>,
     pub(crate) queue: QueueClient<Channel>,
     pub(crate) scheduler: SchedulerClient<Channel>,
+    pub(crate) config: ConfigClient<Channel>,
+    pub(crate) registry: RegistryClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
 }
 
@@ -69,6 +73,11 @@ impl Client {
             scheduler: SchedulerClient::new(channel.clone())
                 .max_decoding_message_size(128 * 1024 * 1024)
                 .max_encoding_message_size(128 * 1024 * 1024),
+            // A snapshot or a watch message can carry a whole 1 MiB config.
+            config: ConfigClient::new(channel.clone())
+                .max_decoding_message_size(128 * 1024 * 1024)
+                .max_encoding_message_size(128 * 1024 * 1024),
+            registry: RegistryClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         }
     }

@@ -1,6 +1,8 @@
 //! The plinth Rust SDK: a typed client for every call, a watch that reconnects and resumes
 //! without gap or duplicate, a lease keep-alive task, a lock guard that renews its hold, exposes
-//! its fencing token and says when the hold is lost, a queue consumer, and a scheduler worker.
+//! its fencing token and says when the hold is lost, a queue consumer, a scheduler worker, a
+//! config watcher that keeps a local snapshot, and a registration and resolver for the service
+//! registry.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plinth_client::Error> {
@@ -12,19 +14,23 @@
 //! ```
 
 mod client;
+mod config;
 mod error;
 mod lease;
 mod lock;
 mod queue;
+mod registry;
 mod schedule;
 mod watch;
 
 pub use client::Client;
+pub use config::{ConfigSnapshot, ConfigUpdate, ConfigWatcher, ConfigWatcherStats};
 pub use error::{Code, Error};
 pub use lease::KeepAlive;
 pub use lock::{Election, LockGuard, LockOptions, Lost, Observe};
 pub use plinth_proto::v1 as pb;
 pub use queue::{Consumer, ConsumerOptions, ConsumerStats};
+pub use registry::{Endpoint, Pick, Picked, RegisterOptions, Registration, Resolver};
 pub use schedule::{Worker, WorkerOptions, WorkerStats};
 pub use watch::{Watch, WatchOptions};
 

@@ -138,6 +138,64 @@ pub mod bytes_list {
     }
 }
 
+/// A string field that holds JSON text, as the JSON value itself; an empty string is `null`.
+pub mod json_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        to_value(text).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(from_value(&Value::deserialize(d)?))
+    }
+}
+
+/// A map whose values hold JSON text, as a JSON object of the values themselves.
+pub mod json_text_map {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, v)| (k, to_value(v)))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        Ok(BTreeMap::<String, Value>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    serde_json::to_string(&v).expect("a JSON value serializes"),
+                )
+            })
+            .collect())
+    }
+}
+
+/// JSON text as a value: text that is not JSON (which a server never sends) stays a string.
+fn to_value(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn from_value(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        value => serde_json::to_string(value).expect("a JSON value serializes"),
+    }
+}
+
 macro_rules! proto_enum {
     ($module:ident, $ty:ty) => {
         /// An enum field by its proto name (case-insensitive on input).

@@ -105,11 +105,15 @@ impl ApiError {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> ApiError {
         let mut api = ApiError::new(e.code(), e.field(), e.to_string());
-        if let StateError::Kv(plinth_core::kv::KvError::Compacted {
-            compacted_revision, ..
-        }) = e
-        {
-            api.compacted_revision = compacted_revision.0;
+        match e {
+            StateError::Kv(plinth_core::kv::KvError::Compacted {
+                compacted_revision, ..
+            }) => api.compacted_revision = compacted_revision.0,
+            StateError::Registry(plinth_core::registry::RegistryError::Compacted {
+                compacted,
+                ..
+            }) => api.compacted_revision = compacted.0,
+            _ => {}
         }
         api
     }

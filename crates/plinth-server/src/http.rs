@@ -78,11 +78,27 @@ pub fn router(api: Api) -> Router {
         "/v1/schedule/heartbeat" => schedule_heartbeat,
         "/v1/schedule/complete" => schedule_complete,
         "/v1/schedule/fail" => schedule_fail,
+        "/v1/config/put" => config_put,
+        "/v1/config/get" => config_get,
+        "/v1/config/history" => config_history,
+        "/v1/config/rollback" => config_rollback,
+        "/v1/config/set_schema" => config_set_schema,
+        "/v1/config/get_schema" => config_get_schema,
+        "/v1/config/set_retention" => config_set_retention,
+        "/v1/config/list" => config_list,
+        "/v1/registry/register" => registry_register,
+        "/v1/registry/heartbeat" => registry_heartbeat,
+        "/v1/registry/set_status" => registry_set_status,
+        "/v1/registry/deregister" => registry_deregister,
+        "/v1/registry/resolve" => registry_resolve,
+        "/v1/registry/services" => registry_services,
         "/v1/maintenance/status" => maintenance_status,
     );
     router
         .route("/v1/kv/watch", post(watch))
         .route("/v1/election/observe", post(observe))
+        .route("/v1/config/watch", post(config_watch))
+        .route("/v1/registry/watch", post(registry_watch))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -147,6 +163,20 @@ async fn watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> R
 async fn observe(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
     match parse(body) {
         Ok(request) => sse("leader", api.election_observe(request).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn config_watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse(body) {
+        Ok(request) => sse("version", api.config_watch(request).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn registry_watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse(body) {
+        Ok(request) => sse("registry", api.registry_watch(request).await),
         Err(e) => e.into_response(),
     }
 }

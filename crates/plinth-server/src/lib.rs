@@ -5,6 +5,7 @@
 //! touches storage (that is plinth-node's).
 
 mod api;
+mod config;
 mod convert;
 mod error;
 mod http;
@@ -14,6 +15,7 @@ mod lock;
 mod maintenance;
 mod metrics;
 mod queue;
+mod registry;
 mod schedule;
 
 pub use api::Api;
@@ -23,9 +25,9 @@ pub use http::BODY_BYTES_MAX;
 use axum::serve::ListenerExt as _;
 use plinth_node::Node;
 use plinth_proto::v1::{
-    election_server::ElectionServer, kv_server::KvServer, lease_server::LeaseServer,
-    lock_server::LockServer, maintenance_server::MaintenanceServer, queue_server::QueueServer,
-    scheduler_server::SchedulerServer,
+    config_server::ConfigServer, election_server::ElectionServer, kv_server::KvServer,
+    lease_server::LeaseServer, lock_server::LockServer, maintenance_server::MaintenanceServer,
+    queue_server::QueueServer, registry_server::RegistryServer, scheduler_server::SchedulerServer,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -46,10 +48,17 @@ pub async fn serve(
         .add_service(
             // A receive can carry 100 bodies of 1 MiB.
             QueueServer::new(api.clone())
-                .max_decoding_message_size(QUEUE_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(QUEUE_MESSAGE_BYTES_MAX),
+                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
         )
         .add_service(SchedulerServer::new(api.clone()))
+        .add_service(
+            // A snapshot or a watch message can carry a whole 1 MiB config, or many instances.
+            ConfigServer::new(api.clone())
+                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
+        )
+        .add_service(RegistryServer::new(api.clone()))
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);
@@ -79,8 +88,9 @@ pub async fn serve(
     }
 }
 
-/// The largest queue message on the wire: a full receive (100 bodies of 1 MiB) or batch send.
-pub const QUEUE_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// The largest message on the wire for the calls that carry many bodies at once: a full queue
+/// receive (100 bodies of 1 MiB), a batch send, a whole config.
+pub const BULK_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -6,8 +6,10 @@ mod lease;
 mod lock;
 mod output;
 mod queue;
+mod registry;
 mod schedule;
 mod serve;
+mod service_config;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -85,6 +87,20 @@ enum Top {
         #[command(subcommand)]
         command: schedule::ScheduleCommand,
     },
+    /// Versioned configuration per service, with watch, rollback and a JSON Schema.
+    Config {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: service_config::ConfigCommand,
+    },
+    /// The service registry: live instances on leases.
+    Registry {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
     /// Run scheduled jobs.
     Worker {
         #[command(flatten)]
@@ -121,6 +137,8 @@ fn main() -> ExitCode {
             Top::Queue { opts, command } => queue::run(&opts, command).await,
             Top::Schedule { opts, command } => schedule::run(&opts, command).await,
             Top::Worker { opts, command } => schedule::run_worker(&opts, command).await,
+            Top::Config { opts, command } => service_config::run(&opts, command).await,
+            Top::Registry { opts, command } => registry::run(&opts, command).await,
             Top::Status { opts } => output::status(&opts).await,
         }
     });

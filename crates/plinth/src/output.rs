@@ -22,6 +22,13 @@ pub fn text(bytes: &[u8]) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch as an RFC 3339 time in UTC.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 pub fn event_line(event: &pb::Event) -> String {
     let kv = event.kv.clone().unwrap_or_default();
     match pb::EventType::try_from(event.r#type) {

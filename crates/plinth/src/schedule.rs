@@ -2,7 +2,7 @@
 //! command per claimed run.
 
 use crate::ClientOpts;
-use crate::output::{connect, json, text};
+use crate::output::{connect, json, rfc3339, text};
 use plinth_client::{WorkerOptions, pb};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
@@ -109,12 +109,6 @@ pub enum WorkerCommand {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-}
-
-fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn schedule_line(s: &pb::Schedule) -> String {
