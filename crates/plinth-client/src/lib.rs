@@ -45,3 +45,16 @@ pub(crate) fn truncate_text(text: &mut String, bytes_max: usize) {
         text.truncate(end);
     }
 }
+
+/// Waits until a background task reports the error it stopped on: what `Consumer::failed` and
+/// `Worker::failed` answer. A task that ends without one leaves the wait pending, as a healthy
+/// task would.
+pub(crate) async fn reported_failure(
+    failure: &tokio::sync::watch::Receiver<Option<Error>>,
+) -> Error {
+    let mut failure = failure.clone();
+    match failure.wait_for(Option::is_some).await {
+        Ok(error) => error.clone().expect("waited for Some"),
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -342,12 +342,7 @@ impl Consumer {
     /// not exist, or was deleted), with that error. Transient errors (the server restarting, a
     /// leader change) are retried and never end up here.
     pub async fn failed(&self) -> Error {
-        let mut failure = self.failure.clone();
-        match failure.wait_for(Option::is_some).await {
-            Ok(error) => error.clone().expect("waited for Some"),
-            // The consumer is gone with no error: wait forever, as for a healthy one.
-            Err(_) => std::future::pending().await,
-        }
+        crate::reported_failure(&self.failure).await
     }
 
     /// Stops receiving, waits for running handlers to finish (each acks or nacks its message),

@@ -253,11 +253,7 @@ impl Worker {
     /// refused claim request), with that error. Transient errors are retried and never end up
     /// here.
     pub async fn failed(&self) -> Error {
-        let mut failure = self.failure.clone();
-        match failure.wait_for(Option::is_some).await {
-            Ok(error) => error.clone().expect("waited for Some"),
-            Err(_) => std::future::pending().await,
-        }
+        crate::reported_failure(&self.failure).await
     }
 
     /// Stops claiming, waits for running handlers to finish, and returns what the worker did.

@@ -70,6 +70,21 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The replies of a streaming call (a watch, an observe), as every `Api` method answers them.
+pub type ReplyStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, ApiError>> + Send>>;
+
+/// A reply stream as a gRPC service sends it.
+pub(crate) type GrpcStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+pub(crate) fn grpc_stream<T>(
+    stream: impl futures::Stream<Item = Result<T, ApiError>> + Send + 'static,
+) -> GrpcStream<T> {
+    use futures::StreamExt as _;
+    Box::pin(stream.map(|item| item.map_err(tonic::Status::from)))
+}
+
 /// Turns an output variant that cannot follow from the command into a crash: it is a bug.
 pub(crate) fn unexpected(output: Output) -> ! {
     panic!("the state machine answered a command with an unrelated output: {output:?}")

@@ -4,19 +4,13 @@
 //! once, in order, one message a version, so a watcher that resumes from the last version it
 //! applied sees no gap and no repeat.
 
-use crate::api::{Api, unexpected};
+use crate::api::{Api, ReplyStream, unexpected};
 use crate::error::ApiError;
-use futures::Stream;
 use plinth_core::config::{ConfigCommand, ConfigOutput, ConfigVersion};
 use plinth_core::limits::CONFIG_HISTORY_PAGE_MAX;
 use plinth_core::{Command, Output, StateError};
 use plinth_proto::v1 as pb;
 use std::collections::VecDeque;
-use std::pin::Pin;
-use tonic::{Request, Response, Status};
-
-pub type ConfigWatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::ConfigWatchResponse, ApiError>> + Send>>;
 
 fn version_out(v: ConfigVersion) -> pb::ConfigVersion {
     pb::ConfigVersion {
@@ -189,7 +183,7 @@ impl Api {
     pub async fn config_watch(
         &self,
         r: pb::ConfigWatchRequest,
-    ) -> Result<ConfigWatchStream, ApiError> {
+    ) -> Result<ReplyStream<pb::ConfigWatchResponse>, ApiError> {
         plinth_core::names::check_name(&r.service)
             .map_err(|e| ApiError::invalid("service", format!("service {e}")))?;
         struct Watching {
@@ -243,32 +237,10 @@ impl Api {
     }
 }
 
-macro_rules! grpc_calls {
-    ($($method:ident($request:ty) -> $response:ty => $call:ident;)*) => {
-        #[tonic::async_trait]
-        impl pb::config_server::Config for Api {
-            type WatchStream =
-                Pin<Box<dyn Stream<Item = Result<pb::ConfigWatchResponse, Status>> + Send>>;
-
-            async fn watch(
-                &self,
-                r: Request<pb::ConfigWatchRequest>,
-            ) -> Result<Response<Self::WatchStream>, Status> {
-                use futures::StreamExt as _;
-                let stream = self.config_watch(r.into_inner()).await?;
-                Ok(Response::new(Box::pin(stream.map(|item| item.map_err(Status::from)))))
-            }
-
-            $(
-                async fn $method(&self, r: Request<$request>) -> Result<Response<$response>, Status> {
-                    Ok(Response::new(self.$call(r.into_inner()).await?))
-                }
-            )*
-        }
-    };
-}
-
-grpc_calls! {
+grpc_service! {
+    pb::config_server::Config {
+        watch(pb::ConfigWatchRequest) -> WatchStream(pb::ConfigWatchResponse) => config_watch;
+    }
     put(pb::ConfigPutRequest) -> pb::ConfigPutResponse => config_put;
     get(pb::ConfigGetRequest) -> pb::ConfigGetResponse => config_get;
     history(pb::ConfigHistoryRequest) -> pb::ConfigHistoryResponse => config_history;

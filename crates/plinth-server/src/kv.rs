@@ -1,17 +1,13 @@
 //! The KV calls: put, get, range, delete, txn, compact and watch, and their gRPC service.
 
-use crate::api::{Api, unexpected};
+use crate::api::{Api, ReplyStream, unexpected};
 use crate::convert;
 use crate::error::ApiError;
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
 use plinth_core::kv::{KeySpan, KvCommand, KvOutput, RangeRequest, Txn};
 use plinth_core::{Command, Output, Revision};
 use plinth_node::WatchError;
 use plinth_proto::v1 as pb;
-use std::pin::Pin;
-use tonic::{Request, Response, Status};
-
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, ApiError>> + Send>>;
 
 impl Api {
     pub async fn kv_put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
@@ -122,7 +118,10 @@ impl Api {
     /// Every event after `from_revision` (or from now) that matches the keys, in order, with
     /// progress notices; ends with a `COMPACTED` error if history is gone, or when the server
     /// shuts down.
-    pub async fn kv_watch(&self, r: pb::WatchRequest) -> Result<WatchStream, ApiError> {
+    pub async fn kv_watch(
+        &self,
+        r: pb::WatchRequest,
+    ) -> Result<ReplyStream<pb::WatchResponse>, ApiError> {
         let span = convert::span(r.key, r.range_end, r.prefix)?;
         if let KeySpan::Key(k) = &span
             && k.is_empty()
@@ -185,50 +184,14 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl pb::kv_server::Kv for Api {
-    async fn put(&self, r: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(Response::new(self.kv_put(r.into_inner()).await?))
+grpc_service! {
+    pb::kv_server::Kv {
+        watch(pb::WatchRequest) -> WatchStream(pb::WatchResponse) => kv_watch;
     }
-
-    async fn get(&self, r: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        Ok(Response::new(self.kv_get(r.into_inner()).await?))
-    }
-
-    async fn range(
-        &self,
-        r: Request<pb::RangeRequest>,
-    ) -> Result<Response<pb::RangeResponse>, Status> {
-        Ok(Response::new(self.kv_range(r.into_inner()).await?))
-    }
-
-    async fn delete(
-        &self,
-        r: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(Response::new(self.kv_delete(r.into_inner()).await?))
-    }
-
-    async fn txn(&self, r: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        Ok(Response::new(self.kv_txn(r.into_inner()).await?))
-    }
-
-    async fn compact(
-        &self,
-        r: Request<pb::CompactRequest>,
-    ) -> Result<Response<pb::CompactResponse>, Status> {
-        Ok(Response::new(self.kv_compact(r.into_inner()).await?))
-    }
-
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
-
-    async fn watch(
-        &self,
-        r: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let stream = self.kv_watch(r.into_inner()).await?;
-        Ok(Response::new(Box::pin(
-            stream.map(|item| item.map_err(Status::from)),
-        )))
-    }
+    put(pb::PutRequest) -> pb::PutResponse => kv_put;
+    get(pb::GetRequest) -> pb::GetResponse => kv_get;
+    range(pb::RangeRequest) -> pb::RangeResponse => kv_range;
+    delete(pb::DeleteRequest) -> pb::DeleteResponse => kv_delete;
+    txn(pb::TxnRequest) -> pb::TxnResponse => kv_txn;
+    compact(pb::CompactRequest) -> pb::CompactResponse => kv_compact;
 }

@@ -6,7 +6,6 @@ use crate::error::ApiError;
 use plinth_core::lease::{LeaseCommand, LeaseOutput};
 use plinth_core::{Command, LeaseId, Millis, Output};
 use plinth_proto::v1 as pb;
-use tonic::{Request, Response, Status};
 
 impl Api {
     pub async fn lease_grant(
@@ -109,42 +108,11 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl pb::lease_server::Lease for Api {
-    async fn grant(
-        &self,
-        r: Request<pb::LeaseGrantRequest>,
-    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        Ok(Response::new(self.lease_grant(r.into_inner()).await?))
-    }
-
-    async fn keep_alive(
-        &self,
-        r: Request<pb::LeaseKeepAliveRequest>,
-    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
-        Ok(Response::new(self.lease_keep_alive(r.into_inner()).await?))
-    }
-
-    async fn revoke(
-        &self,
-        r: Request<pb::LeaseRevokeRequest>,
-    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        Ok(Response::new(self.lease_revoke(r.into_inner()).await?))
-    }
-
-    async fn time_to_live(
-        &self,
-        r: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        Ok(Response::new(
-            self.lease_time_to_live(r.into_inner()).await?,
-        ))
-    }
-
-    async fn list(
-        &self,
-        r: Request<pb::LeaseListRequest>,
-    ) -> Result<Response<pb::LeaseListResponse>, Status> {
-        Ok(Response::new(self.lease_list(r.into_inner()).await?))
-    }
+grpc_service! {
+    pb::lease_server::Lease {}
+    grant(pb::LeaseGrantRequest) -> pb::LeaseGrantResponse => lease_grant;
+    keep_alive(pb::LeaseKeepAliveRequest) -> pb::LeaseKeepAliveResponse => lease_keep_alive;
+    revoke(pb::LeaseRevokeRequest) -> pb::LeaseRevokeResponse => lease_revoke;
+    time_to_live(pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse => lease_time_to_live;
+    list(pb::LeaseListRequest) -> pb::LeaseListResponse => lease_list;
 }

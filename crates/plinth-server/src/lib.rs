@@ -4,6 +4,39 @@
 //! renders the answer; it never decides a primitive's rule (that is plinth-core's) and never
 //! touches storage (that is plinth-node's).
 
+/// Implements a gRPC service on [`Api`]: each call hands its request to the `Api` method named
+/// after `=>`; the streaming calls, in the braces after the service, wrap the stream that method
+/// answers. The one shape of every service, so the services stay thin shells around `Api`.
+macro_rules! grpc_service {
+    (
+        $service:path { $($smethod:ident($sreq:ty) -> $stype:ident($sresp:ty) => $scall:ident;)* }
+        $($method:ident($request:ty) -> $response:ty => $call:ident;)*
+    ) => {
+        #[tonic::async_trait]
+        impl $service for crate::api::Api {
+            $(
+                type $stype = crate::api::GrpcStream<$sresp>;
+
+                async fn $smethod(
+                    &self,
+                    r: tonic::Request<$sreq>,
+                ) -> Result<tonic::Response<Self::$stype>, tonic::Status> {
+                    let stream = self.$scall(r.into_inner()).await?;
+                    Ok(tonic::Response::new(crate::api::grpc_stream(stream)))
+                }
+            )*
+            $(
+                async fn $method(
+                    &self,
+                    r: tonic::Request<$request>,
+                ) -> Result<tonic::Response<$response>, tonic::Status> {
+                    Ok(tonic::Response::new(self.$call(r.into_inner()).await?))
+                }
+            )*
+        }
+    };
+}
+
 mod api;
 mod config;
 mod convert;

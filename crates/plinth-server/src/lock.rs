@@ -5,21 +5,15 @@
 //! ticket is abandoned through the log, so a hold granted to nobody is released at once instead
 //! of blocking the lock until its lease expires.
 
-use crate::api::{Api, now_ms, unexpected};
+use crate::api::{Api, ReplyStream, now_ms, unexpected};
 use crate::convert;
 use crate::error::ApiError;
-use futures::{Stream, StreamExt as _};
 use plinth_core::limits::LOCK_WAIT_MS_MAX;
 use plinth_core::lock::{HoldInfo, LockCommand, LockOutput, TicketStatus};
 use plinth_core::{Command, ErrorCode, FencingToken, Millis, Output, Revision};
 use plinth_proto::v1 as pb;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tonic::{Request, Response, Status};
-
-pub type ObserveStream =
-    Pin<Box<dyn Stream<Item = Result<pb::ElectionObserveResponse, ApiError>> + Send>>;
 
 /// How long past its deadline a queued call waits for the ticker to drop its ticket before it
 /// gives up on its own.
@@ -198,7 +192,7 @@ impl Api {
     pub async fn election_observe(
         &self,
         r: pb::ElectionObserveRequest,
-    ) -> Result<ObserveStream, ApiError> {
+    ) -> Result<ReplyStream<pb::ElectionObserveResponse>, ApiError> {
         check_name(&r.name)?;
         /// What an observer has last been told: the leader's token and value.
         type Seen = Option<(FencingToken, Vec<u8>)>;
@@ -356,84 +350,21 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     plinth_core::names::check_name(name).map_err(|e| ApiError::invalid("name", e.to_string()))
 }
 
-#[tonic::async_trait]
-impl pb::lock_server::Lock for Api {
-    async fn acquire(
-        &self,
-        r: Request<pb::LockAcquireRequest>,
-    ) -> Result<Response<pb::LockAcquireResponse>, Status> {
-        Ok(Response::new(self.lock_acquire(r.into_inner()).await?))
-    }
-
-    async fn renew(
-        &self,
-        r: Request<pb::LockRenewRequest>,
-    ) -> Result<Response<pb::LockRenewResponse>, Status> {
-        Ok(Response::new(self.lock_renew(r.into_inner()).await?))
-    }
-
-    async fn release(
-        &self,
-        r: Request<pb::LockReleaseRequest>,
-    ) -> Result<Response<pb::LockReleaseResponse>, Status> {
-        Ok(Response::new(self.lock_release(r.into_inner()).await?))
-    }
-
-    async fn get(
-        &self,
-        r: Request<pb::LockGetRequest>,
-    ) -> Result<Response<pb::LockGetResponse>, Status> {
-        Ok(Response::new(self.lock_get(r.into_inner()).await?))
-    }
-
-    async fn check_fence(
-        &self,
-        r: Request<pb::LockCheckFenceRequest>,
-    ) -> Result<Response<pb::LockCheckFenceResponse>, Status> {
-        Ok(Response::new(self.lock_check_fence(r.into_inner()).await?))
-    }
+grpc_service! {
+    pb::lock_server::Lock {}
+    acquire(pb::LockAcquireRequest) -> pb::LockAcquireResponse => lock_acquire;
+    renew(pb::LockRenewRequest) -> pb::LockRenewResponse => lock_renew;
+    release(pb::LockReleaseRequest) -> pb::LockReleaseResponse => lock_release;
+    get(pb::LockGetRequest) -> pb::LockGetResponse => lock_get;
+    check_fence(pb::LockCheckFenceRequest) -> pb::LockCheckFenceResponse => lock_check_fence;
 }
 
-#[tonic::async_trait]
-impl pb::election_server::Election for Api {
-    async fn campaign(
-        &self,
-        r: Request<pb::ElectionCampaignRequest>,
-    ) -> Result<Response<pb::ElectionCampaignResponse>, Status> {
-        Ok(Response::new(self.election_campaign(r.into_inner()).await?))
+grpc_service! {
+    pb::election_server::Election {
+        observe(pb::ElectionObserveRequest) -> ObserveStream(pb::ElectionObserveResponse) => election_observe;
     }
-
-    async fn leader(
-        &self,
-        r: Request<pb::ElectionLeaderRequest>,
-    ) -> Result<Response<pb::ElectionLeaderResponse>, Status> {
-        Ok(Response::new(self.election_leader(r.into_inner()).await?))
-    }
-
-    type ObserveStream =
-        Pin<Box<dyn Stream<Item = Result<pb::ElectionObserveResponse, Status>> + Send>>;
-
-    async fn observe(
-        &self,
-        r: Request<pb::ElectionObserveRequest>,
-    ) -> Result<Response<Self::ObserveStream>, Status> {
-        let stream = self.election_observe(r.into_inner()).await?;
-        Ok(Response::new(Box::pin(
-            stream.map(|item| item.map_err(Status::from)),
-        )))
-    }
-
-    async fn proclaim(
-        &self,
-        r: Request<pb::ElectionProclaimRequest>,
-    ) -> Result<Response<pb::ElectionProclaimResponse>, Status> {
-        Ok(Response::new(self.election_proclaim(r.into_inner()).await?))
-    }
-
-    async fn resign(
-        &self,
-        r: Request<pb::ElectionResignRequest>,
-    ) -> Result<Response<pb::ElectionResignResponse>, Status> {
-        Ok(Response::new(self.election_resign(r.into_inner()).await?))
-    }
+    campaign(pb::ElectionCampaignRequest) -> pb::ElectionCampaignResponse => election_campaign;
+    leader(pb::ElectionLeaderRequest) -> pb::ElectionLeaderResponse => election_leader;
+    proclaim(pb::ElectionProclaimRequest) -> pb::ElectionProclaimResponse => election_proclaim;
+    resign(pb::ElectionResignRequest) -> pb::ElectionResignResponse => election_resign;
 }

@@ -3,7 +3,6 @@
 use crate::api::Api;
 use crate::error::ApiError;
 use plinth_proto::v1 as pb;
-use tonic::{Request, Response, Status};
 
 impl Api {
     pub async fn maintenance_status(
@@ -42,14 +41,7 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl pb::maintenance_server::Maintenance for Api {
-    async fn status(
-        &self,
-        r: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(
-            self.maintenance_status(r.into_inner()).await?,
-        ))
-    }
+grpc_service! {
+    pb::maintenance_server::Maintenance {}
+    status(pb::StatusRequest) -> pb::StatusResponse => maintenance_status;
 }

@@ -13,7 +13,6 @@ use plinth_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
 
 /// The settings a 0 in `QueueConfig` stands for.
 const DEFAULT_VISIBILITY_MS: u64 = 30_000;
@@ -382,20 +381,8 @@ impl Api {
     }
 }
 
-macro_rules! grpc_calls {
-    ($($method:ident($request:ty) -> $response:ty => $call:ident;)*) => {
-        #[tonic::async_trait]
-        impl pb::queue_server::Queue for Api {
-            $(
-                async fn $method(&self, r: Request<$request>) -> Result<Response<$response>, Status> {
-                    Ok(Response::new(self.$call(r.into_inner()).await?))
-                }
-            )*
-        }
-    };
-}
-
-grpc_calls! {
+grpc_service! {
+    pb::queue_server::Queue {}
     create(pb::QueueCreateRequest) -> pb::QueueCreateResponse => queue_create;
     delete(pb::QueueDeleteRequest) -> pb::QueueDeleteResponse => queue_delete;
     list(pb::QueueListRequest) -> pb::QueueListResponse => queue_list;

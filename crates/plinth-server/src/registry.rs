@@ -5,20 +5,14 @@
 //! it. Each message carries the revision everything up to which it reflects, and never splits the
 //! events of one revision, so a watcher that resumes from it misses nothing and sees nothing twice.
 
-use crate::api::{Api, now_ms, unexpected};
+use crate::api::{Api, ReplyStream, now_ms, unexpected};
 use crate::error::ApiError;
-use futures::Stream;
 use plinth_core::registry::{
     DownReason, InstanceInfo, RegistryCommand, RegistryEvent, RegistryEventKind, RegistryOutput,
     Status as InstanceStatus,
 };
 use plinth_core::{Command, LeaseId, Output, Revision, StateError};
 use plinth_proto::v1 as pb;
-use std::pin::Pin;
-use tonic::{Request, Response, Status};
-
-pub type RegistryWatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::RegistryWatchResponse, ApiError>> + Send>>;
 
 /// Events one watch message carries, rounded up to a whole revision.
 const WATCH_BATCH_EVENTS: usize = 1000;
@@ -212,7 +206,7 @@ impl Api {
     pub async fn registry_watch(
         &self,
         r: pb::RegistryWatchRequest,
-    ) -> Result<RegistryWatchStream, ApiError> {
+    ) -> Result<ReplyStream<pb::RegistryWatchResponse>, ApiError> {
         check_service(&r.service)?;
         // `None`: the snapshot is still to be sent.
         let from = (r.from_revision != 0).then_some(Revision(r.from_revision));
@@ -274,32 +268,10 @@ fn resolve(s: &plinth_core::State, service: &str, all: bool) -> Vec<pb::Registry
         .collect()
 }
 
-macro_rules! grpc_calls {
-    ($($method:ident($request:ty) -> $response:ty => $call:ident;)*) => {
-        #[tonic::async_trait]
-        impl pb::registry_server::Registry for Api {
-            type WatchStream =
-                Pin<Box<dyn Stream<Item = Result<pb::RegistryWatchResponse, Status>> + Send>>;
-
-            async fn watch(
-                &self,
-                r: Request<pb::RegistryWatchRequest>,
-            ) -> Result<Response<Self::WatchStream>, Status> {
-                use futures::StreamExt as _;
-                let stream = self.registry_watch(r.into_inner()).await?;
-                Ok(Response::new(Box::pin(stream.map(|item| item.map_err(Status::from)))))
-            }
-
-            $(
-                async fn $method(&self, r: Request<$request>) -> Result<Response<$response>, Status> {
-                    Ok(Response::new(self.$call(r.into_inner()).await?))
-                }
-            )*
-        }
-    };
-}
-
-grpc_calls! {
+grpc_service! {
+    pb::registry_server::Registry {
+        watch(pb::RegistryWatchRequest) -> WatchStream(pb::RegistryWatchResponse) => registry_watch;
+    }
     register(pb::RegistryRegisterRequest) -> pb::RegistryInstanceResponse => registry_register;
     heartbeat(pb::RegistryHeartbeatRequest) -> pb::RegistryHeartbeatResponse => registry_heartbeat;
     set_status(pb::RegistrySetStatusRequest) -> pb::RegistryInstanceResponse => registry_set_status;

@@ -12,7 +12,6 @@ use plinth_core::{Command, ErrorCode, FencingToken, Output};
 use plinth_proto::v1 as pb;
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF_MS: u64 = 1000;
@@ -465,20 +464,8 @@ impl Api {
     }
 }
 
-macro_rules! grpc_calls {
-    ($($method:ident($request:ty) -> $response:ty => $call:ident;)*) => {
-        #[tonic::async_trait]
-        impl pb::scheduler_server::Scheduler for Api {
-            $(
-                async fn $method(&self, r: Request<$request>) -> Result<Response<$response>, Status> {
-                    Ok(Response::new(self.$call(r.into_inner()).await?))
-                }
-            )*
-        }
-    };
-}
-
-grpc_calls! {
+grpc_service! {
+    pb::scheduler_server::Scheduler {}
     create(pb::ScheduleCreateRequest) -> pb::ScheduleResponse => schedule_create;
     get(pb::ScheduleIdRequest) -> pb::ScheduleResponse => schedule_get;
     list(pb::ScheduleListRequest) -> pb::ScheduleListResponse => schedule_list;
