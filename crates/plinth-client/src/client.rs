@@ -77,7 +77,10 @@ impl Client {
             config: ConfigClient::new(channel.clone())
                 .max_decoding_message_size(128 * 1024 * 1024)
                 .max_encoding_message_size(128 * 1024 * 1024),
-            registry: RegistryClient::new(channel.clone()),
+            // A watch snapshot or a resolve carries every instance of a service.
+            registry: RegistryClient::new(channel.clone())
+                .max_decoding_message_size(128 * 1024 * 1024)
+                .max_encoding_message_size(128 * 1024 * 1024),
             maintenance: MaintenanceClient::new(channel),
         }
     }

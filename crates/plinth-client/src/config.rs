@@ -113,23 +113,29 @@ impl Client {
         Ok(ConfigSnapshot::from_reply(reply))
     }
 
-    /// The kept versions, oldest first; at most the `limit` newest (0: all, up to 1,000).
+    /// Every kept version after `after_version` (0: from the oldest kept), oldest first,
+    /// fetched a page at a time.
     pub async fn config_history(
         &self,
         service: impl Into<String>,
-        limit: u32,
+        after_version: u64,
     ) -> Result<Vec<pb::ConfigVersion>, Error> {
-        let request = pb::ConfigHistoryRequest {
-            service: service.into(),
-            limit,
-        };
-        Ok(self
-            .config
-            .clone()
-            .history(request)
-            .await?
-            .into_inner()
-            .versions)
+        let service = service.into();
+        let mut all = Vec::new();
+        let mut after = after_version;
+        loop {
+            let request = pb::ConfigHistoryRequest {
+                service: service.clone(),
+                after_version: after,
+                limit: 0,
+            };
+            let page = self.config.clone().history(request).await?.into_inner();
+            after = page.versions.last().map_or(after, |v| v.version);
+            all.extend(page.versions);
+            if !page.more {
+                return Ok(all);
+            }
+        }
     }
 
     /// A new version equal to `to_version`'s snapshot.

@@ -202,8 +202,9 @@ struct RegistrationShared {
 /// (the server was away for longer than the ttl) or an operator removed it, it registers again
 /// with a fresh lease, as a Consul agent would. If another process registered the same instance
 /// id, this one has been replaced: it stops and [`Registration::replaced`] resolves. Dropping it
-/// deregisters (in the background); [`Registration::abandon`] stops heartbeating and leaves the
-/// instance to expire, as a crash would.
+/// deregisters in the background (best effort: it needs the Tokio runtime to go on running);
+/// [`Registration::deregister`] does it and waits. [`Registration::abandon`] stops heartbeating and
+/// leaves the instance to expire, as a crash would.
 pub struct Registration {
     client: Client,
     shared: Arc<RegistrationShared>,
@@ -252,10 +253,22 @@ impl Registration {
             options.status = status.clone();
             (options.service.clone(), options.instance.clone())
         };
-        self.client
-            .registry_set_status(service, instance, self.lease(), status)
-            .await?;
-        Ok(())
+        let lease = self.lease();
+        match self
+            .client
+            .registry_set_status(service.clone(), instance.clone(), lease, status.clone())
+            .await
+        {
+            // The heartbeat task registered again meanwhile, perhaps with the old status: set
+            // it on the new registration.
+            Err(e) if e.code == Code::StaleToken && self.lease() != lease => {
+                self.client
+                    .registry_set_status(service, instance, self.lease(), status)
+                    .await?;
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Resolves if another process registered the same instance id: this registration is over.
@@ -333,9 +346,19 @@ async fn heartbeat(client: Client, shared: Arc<RegistrationShared>, replaced: wa
         {
             Ok(_) => {}
             Err(e) if e.code == Code::StaleToken => {
-                tracing::warn!(service = %options.service, instance = %options.instance, "registration replaced by another process; heartbeats stop");
-                let _ = replaced.send(true);
-                return;
+                // Our own registering again may have committed with its reply lost: a
+                // registration with our address and metadata is ours to go on with.
+                match adopt(&client, &options).await {
+                    Some(lease) => {
+                        shared.lease.store(lease, Ordering::Release);
+                        shared.registrations.fetch_add(1, Ordering::AcqRel);
+                    }
+                    None => {
+                        tracing::warn!(service = %options.service, instance = %options.instance, "registration replaced by another process; heartbeats stop");
+                        let _ = replaced.send(true);
+                        return;
+                    }
+                }
             }
             Err(e) if e.code == Code::NotFound => {
                 match client.registry_register(options.request()).await {
@@ -356,6 +379,23 @@ async fn heartbeat(client: Client, shared: Arc<RegistrationShared>, replaced: wa
     }
 }
 
+/// The lease of the registration now holding `options.instance`, if it is the one `options`
+/// describes (same address and metadata): a registration of ours whose reply was lost.
+async fn adopt(client: &Client, options: &RegisterOptions) -> Option<u64> {
+    let instances = client
+        .registry_resolve(options.service.clone(), true)
+        .await
+        .ok()?;
+    instances
+        .into_iter()
+        .find(|i| {
+            i.instance == options.instance
+                && i.address == options.address
+                && i.metadata == options.metadata
+        })
+        .map(|i| i.lease)
+}
+
 /// How a [`Resolver`] picks an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
@@ -372,7 +412,9 @@ pub enum Pick {
 #[derive(Debug)]
 pub struct Endpoint {
     pub instance: pb::RegistryInstance,
-    in_flight: AtomicUsize,
+    /// Shared by every version of this instance's entry, so a request picked before a change
+    /// is still counted, and uncounted, after it.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
@@ -526,10 +568,10 @@ impl Drop for Resolver {
 fn apply(list: &RwLock<ResolverList>, message: pb::RegistryWatchResponse) {
     let mut list = list.write().unwrap_or_else(PoisonError::into_inner);
     let endpoint = |instance: pb::RegistryInstance, old: Option<&Arc<Endpoint>>| {
-        let in_flight = old.map_or(0, |e| e.in_flight());
+        let in_flight = old.map_or_else(Arc::default, |e| e.in_flight.clone());
         Arc::new(Endpoint {
             instance,
-            in_flight: AtomicUsize::new(in_flight),
+            in_flight,
         })
     };
     if message.snapshot {

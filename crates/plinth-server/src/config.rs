@@ -99,16 +99,16 @@ impl Api {
             0 => CONFIG_HISTORY_PAGE_MAX,
             limit => limit.min(CONFIG_HISTORY_PAGE_MAX),
         };
-        let (versions, header) = self
-            .read(false, move |s| s.config().history(&r.service, limit))
+        let (page, header) = self
+            .read(false, move |s| {
+                s.config().history(&r.service, r.after_version, limit)
+            })
             .await?;
+        let (versions, more) = page.map_err(StateError::from)?;
         Ok(pb::ConfigHistoryResponse {
             header: Some(header),
-            versions: versions
-                .map_err(StateError::from)?
-                .into_iter()
-                .map(version_out)
-                .collect(),
+            versions: versions.into_iter().map(version_out).collect(),
+            more,
         })
     }
 

@@ -91,7 +91,11 @@ pub async fn serve(
                 .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
         )
-        .add_service(RegistryServer::new(api.clone()))
+        .add_service(
+            RegistryServer::new(api.clone())
+                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
+        )
         .add_service(MaintenanceServer::new(api.clone()))
         .into_axum_router();
     let app = http::router(api).merge(grpc);
@@ -122,7 +126,7 @@ pub async fn serve(
 }
 
 /// The largest message on the wire for the calls that carry many bodies at once: a full queue
-/// receive (100 bodies of 1 MiB), a batch send, a whole config.
+/// receive (100 bodies of 1 MiB), a batch send, a whole config, every instance of a service.
 pub const BULK_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
 /// How long open connections may take to finish after a shutdown signal.

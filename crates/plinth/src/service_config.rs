@@ -45,9 +45,9 @@ pub enum ConfigCommand {
     /// Print the kept versions of SERVICE, oldest first.
     History {
         service: String,
-        /// Only the newest this many.
+        /// Only the versions after this one.
         #[arg(long, default_value_t = 0)]
-        limit: u32,
+        after: u64,
     },
     /// Make a new version of SERVICE equal to VERSION.
     Rollback {
@@ -185,8 +185,8 @@ pub async fn run(opts: &ClientOpts, command: ConfigCommand) -> anyhow::Result<Ex
                 }
             }
         }
-        ConfigCommand::History { service, limit } => {
-            for version in client.config_history(service, limit).await? {
+        ConfigCommand::History { service, after } => {
+            for version in client.config_history(service, after).await? {
                 if opts.json {
                     json(&version);
                 } else {

@@ -228,7 +228,7 @@ async fn bad_input_gets_a_clear_error_and_makes_no_version() {
 
     client.config_set_retention("api", 1).await.unwrap();
     let e = client.config_rollback("api", 1, None).await.unwrap_err();
-    assert_eq!((e.code, e.field.as_str()), (Code::Compacted, "version"));
+    assert_eq!((e.code, e.field.as_str()), (Code::Compacted, "to_version"));
     assert_eq!(
         e.message,
         "version 1 of api is no longer kept; the oldest kept is 2"

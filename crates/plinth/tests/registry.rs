@@ -125,6 +125,26 @@ async fn the_resolver_picks_by_strategy_and_skips_draining_instances() {
     assert_eq!(least.instance, "d2");
     drop(held);
     drop(least);
+    // A request picked before the instance changed is uncounted when it ends after the change.
+    let before = loop {
+        let p = resolver.pick(Pick::RoundRobin).unwrap();
+        if p.instance == "d0" {
+            break p;
+        }
+    };
+    registrations[0].set_status("warning").await.unwrap();
+    resolver.changed().await;
+    drop(before);
+    let spread: BTreeSet<String> = (0..3)
+        .map(|_| {
+            resolver
+                .pick(Pick::LeastOutstanding)
+                .unwrap()
+                .instance
+                .clone()
+        })
+        .collect();
+    assert_eq!(spread.len(), 3, "{spread:?}");
 
     registrations[2].set_status("draining").await.unwrap();
     let revision = resolver.changed().await;
@@ -137,15 +157,22 @@ async fn the_resolver_picks_by_strategy_and_skips_draining_instances() {
     assert!((0..10).all(|_| resolver.pick(Pick::Random).unwrap().instance != "d2"));
 }
 
-/// A second process registering the same instance id replaces the first, whose heartbeats are
-/// then refused as stale; an instance removed under a live registration registers again.
+/// A second process registering the same instance id from another address replaces the first,
+/// whose heartbeats are then refused as stale; an instance removed under a live registration
+/// registers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_registration_stops_and_a_removed_one_registers_again() {
     let server = Server::start();
     let client = Client::connect(server.endpoint()).await.unwrap();
     let options = RegisterOptions::new("web", "w1", "10.2.0.1:80").ttl(Duration::from_secs(1));
     let mut first = client.register(options.clone()).await.unwrap();
-    let second = client.register(options).await.unwrap();
+    // The new process is elsewhere: a registration with the same address and metadata would be
+    // taken for the first's own (one whose reply was lost) and carried on.
+    let moved = RegisterOptions {
+        address: "10.2.0.2:80".into(),
+        ..options
+    };
+    let second = client.register(moved).await.unwrap();
     assert_ne!(first.lease(), second.lease());
     tokio::time::timeout(Duration::from_secs(5), first.replaced())
         .await

@@ -30,5 +30,5 @@ mod state;
 mod tests;
 
 pub use command::{ConfigCommand, ConfigOutput, ConfigSnapshot, ConfigVersion, ServiceInfo};
-pub use error::ConfigError;
+pub use error::{ConfigError, VersionField};
 pub use state::{ConfigState, canonical_json};

@@ -1,7 +1,10 @@
 //! ConfigState: every service's current snapshot, its base snapshot and the commits between
 //! them; apply, queries and invariants.
 
-use super::{ConfigCommand, ConfigError, ConfigOutput, ConfigSnapshot, ConfigVersion, ServiceInfo};
+use super::{
+    ConfigCommand, ConfigError, ConfigOutput, ConfigSnapshot, ConfigVersion, ServiceInfo,
+    VersionField,
+};
 use crate::limits::{
     CONFIG_HISTORY_BYTES_MAX, CONFIG_HISTORY_VERSIONS_DEFAULT, CONFIG_HISTORY_VERSIONS_MAX,
     CONFIG_KEYS_MAX, CONFIG_SCHEMA_BYTES_MAX, CONFIG_SERVICES_MAX, CONFIG_SNAPSHOT_BYTES_MAX,
@@ -73,14 +76,16 @@ impl Service {
         }
     }
 
-    /// Which version `version` names (0: the latest), if it is kept.
-    fn kept(&self, service: &str, version: u64) -> Result<u64, ConfigError> {
+    /// Which version `version` names (0: the latest), if it is kept; `asked` is the request
+    /// field that named it.
+    fn kept(&self, service: &str, version: u64, asked: VersionField) -> Result<u64, ConfigError> {
         let version = if version == 0 { self.version } else { version };
         if version > self.version {
             return Err(ConfigError::VersionNotFound {
                 service: service.to_owned(),
                 version,
                 latest: self.version,
+                asked,
             });
         }
         if version < self.base_version {
@@ -88,6 +93,7 @@ impl Service {
                 service: service.to_owned(),
                 version,
                 base_version: self.base_version,
+                asked,
             });
         }
         Ok(version)
@@ -158,10 +164,11 @@ fn check_service(service: &str) -> Result<(), ConfigError> {
     check_name(service).map_err(ConfigError::Service)
 }
 
-fn check_key(key: &str) -> Result<(), ConfigError> {
+fn check_key(key: &str, deleted: bool) -> Result<(), ConfigError> {
     check_name(key).map_err(|error| ConfigError::Key {
         key: key.to_owned(),
         error,
+        deleted,
     })
 }
 
@@ -229,7 +236,7 @@ impl ConfigState {
                     return Err(ConfigError::EmptyChange);
                 }
                 for (key, value) in set {
-                    check_key(key)?;
+                    check_key(key, false)?;
                     if delete.contains(key) {
                         return Err(ConfigError::SetAndDeleted { key: key.clone() });
                     }
@@ -244,16 +251,25 @@ impl ConfigState {
                         error,
                     })?;
                 }
-                delete.iter().try_for_each(|key| check_key(key))?;
+                delete.iter().try_for_each(|key| check_key(key, true))?;
                 if set.len() + delete.len() > CONFIG_KEYS_MAX {
-                    return Err(ConfigError::TooManyKeys {
-                        service: service.clone(),
+                    return Err(ConfigError::ChangeTooLarge {
                         keys: set.len() + delete.len(),
                     });
                 }
                 Ok(())
             }
-            ConfigCommand::Rollback { service, .. } => check_service(service),
+            ConfigCommand::Rollback {
+                service,
+                to_version,
+                ..
+            } => {
+                check_service(service)?;
+                if *to_version == 0 {
+                    return Err(ConfigError::RollbackToZero);
+                }
+                Ok(())
+            }
             ConfigCommand::SetSchema { service, schema } => {
                 check_service(service)?;
                 if let Some(schema) = schema {
@@ -320,14 +336,7 @@ impl ConfigState {
                 expected_version,
             } => {
                 let s = self.service(service)?;
-                if *to_version == 0 {
-                    return Err(ConfigError::VersionNotFound {
-                        service: service.clone(),
-                        version: 0,
-                        latest: s.version,
-                    });
-                }
-                let to = s.kept(service, *to_version)?;
+                let to = s.kept(service, *to_version, VersionField::ToVersion)?;
                 check_expected(service, *expected_version, s.version)?;
                 let target = s.values_at(to);
                 let change = ConfigVersion {
@@ -354,7 +363,20 @@ impl ConfigState {
                     .as_deref()
                     .map(|s| canonical_json(s).expect("validated as JSON"));
                 if let Some(s) = self.services.get(service) {
-                    check_against(schema.as_deref(), service, s.version, &s.current)?;
+                    check_against(schema.as_deref(), service, s.version, &s.current).map_err(
+                        |e| match e {
+                            ConfigError::FailsSchema {
+                                service,
+                                version,
+                                error,
+                            } => ConfigError::CurrentFailsSchema {
+                                service,
+                                version,
+                                error,
+                            },
+                            other => other,
+                        },
+                    )?;
                 }
                 self.service_mut(service)?.schema = schema;
                 ctx.changed = true;
@@ -438,7 +460,7 @@ impl ConfigState {
     /// The snapshot at `version` (0: the latest).
     pub fn snapshot(&self, service: &str, version: u64) -> Result<ConfigSnapshot, ConfigError> {
         let s = self.service(service)?;
-        let version = s.kept(service, version)?;
+        let version = s.kept(service, version, VersionField::Version)?;
         Ok(ConfigSnapshot {
             service: service.to_owned(),
             version,
@@ -464,14 +486,12 @@ impl ConfigState {
                 service: service.to_owned(),
                 version: from,
                 base_version: s.base_version,
+                asked: VersionField::FromVersion,
             });
         }
-        Ok(s.commits
-            .iter()
-            .filter(|c| c.version > from)
-            .take(max)
-            .cloned()
-            .collect())
+        // Commits are versions base_version + 1 ..= version, in order (CF1).
+        let skip = usize::try_from(from - s.base_version).unwrap_or(usize::MAX);
+        Ok(s.commits.iter().skip(skip).take(max).cloned().collect())
     }
 
     /// The latest version of `service`, 0 if it has none.
@@ -479,14 +499,19 @@ impl ConfigState {
         self.services.get(service).map_or(0, |s| s.version)
     }
 
-    /// The service's kept commits, newest last; at most the `limit` newest (0: all).
-    pub fn history(&self, service: &str, limit: usize) -> Result<Vec<ConfigVersion>, ConfigError> {
+    /// The service's kept commits after version `after`, oldest first, at most `max`, and
+    /// whether more follow. An `after` below the oldest kept starts at the oldest kept.
+    pub fn history(
+        &self,
+        service: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<ConfigVersion>, bool), ConfigError> {
         let s = self.service(service)?;
-        let skip = match limit {
-            0 => 0,
-            limit => s.commits.len().saturating_sub(limit),
-        };
-        Ok(s.commits.iter().skip(skip).cloned().collect())
+        let skip = usize::try_from(after.saturating_sub(s.base_version)).unwrap_or(usize::MAX);
+        let page: Vec<ConfigVersion> = s.commits.iter().skip(skip).take(max).cloned().collect();
+        let more = page.last().is_some_and(|last| last.version < s.version);
+        Ok((page, more))
     }
 
     pub fn schema(&self, service: &str) -> Result<Option<String>, ConfigError> {

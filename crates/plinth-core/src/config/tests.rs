@@ -109,9 +109,16 @@ fn each_put_makes_one_version_and_every_kept_version_reads_back() {
     assert_eq!((snapshot.version, snapshot.time.0), (1, 10));
     assert_eq!(s.config().version("api"), 2);
     assert_eq!(s.config().version("other"), 0);
-    let history = s.config().history("api", 0).unwrap();
-    assert_eq!(history, vec![v1.clone(), v2.clone()]);
-    assert_eq!(s.config().history("api", 1).unwrap(), vec![v2.clone()]);
+    let history = s.config().history("api", 0, 100).unwrap();
+    assert_eq!(history, (vec![v1.clone(), v2.clone()], false));
+    assert_eq!(
+        s.config().history("api", 0, 1).unwrap(),
+        (vec![v1.clone()], true)
+    );
+    assert_eq!(
+        s.config().history("api", 1, 100).unwrap(),
+        (vec![v2.clone()], false)
+    );
     assert_eq!(s.config().versions_after("api", 1, 10).unwrap(), vec![v2]);
     assert_eq!(s.config().versions_after("api", 2, 10).unwrap(), vec![]);
     // A watch on a service with no config yet waits for its first version.
@@ -155,15 +162,18 @@ fn rollback_makes_a_new_version_equal_to_the_old_snapshot() {
     assert!(v4.set.is_empty() && v4.delete.is_empty());
 
     let e = refused(&mut s, 5, rollback("api", 9));
-    assert_eq!((e.code(), e.field()), (ErrorCode::NotFound, "version"));
+    assert_eq!((e.code(), e.field()), (ErrorCode::NotFound, "to_version"));
     let e = refused(&mut s, 5, rollback("api", 0));
-    assert_eq!(e.code(), ErrorCode::NotFound);
+    assert_eq!(
+        (e.code(), e.field()),
+        (ErrorCode::InvalidArgument, "to_version")
+    );
     let e = refused(&mut s, 5, rollback("nope", 1));
     assert_eq!((e.code(), e.field()), (ErrorCode::NotFound, "service"));
     // Outside retention.
     run(&mut s, 6, retention("api", 2));
     let e = refused(&mut s, 7, rollback("api", 1));
-    assert_eq!((e.code(), e.field()), (ErrorCode::Compacted, "version"));
+    assert_eq!((e.code(), e.field()), (ErrorCode::Compacted, "to_version"));
     assert_eq!(
         e.to_string(),
         "version 1 of api is no longer kept; the oldest kept is 2"
@@ -200,7 +210,15 @@ fn the_schema_keeps_an_invalid_config_from_ever_becoming_a_version() {
     // A schema the current config fails is refused, and so is one that is not a schema.
     let strict = r#"{"properties": {"timeout": {"maximum": 3}}}"#;
     let e = refused(&mut s, 5, set_schema("api", Some(strict)));
-    assert_eq!((e.code(), e.field()), (ErrorCode::InvalidArgument, "set"));
+    assert_eq!(
+        (e.code(), e.field()),
+        (ErrorCode::InvalidArgument, "schema")
+    );
+    assert!(
+        e.to_string()
+            .starts_with("the current config of api (version 2) fails this schema"),
+        "{e}"
+    );
     let e = refused(&mut s, 5, set_schema("api", Some(r#"{"type": 12}"#)));
     assert_eq!(
         (e.code(), e.field()),
@@ -239,7 +257,7 @@ fn retention_folds_old_versions_into_the_base_and_old_watchers_are_told_compacte
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.config().history("api", 0).unwrap().len(), 3);
+    assert_eq!(s.config().history("api", 0, 100).unwrap().0.len(), 3);
     assert_eq!(values(&s, "api", 7), map(&[("n", "7")]));
     assert_eq!(values(&s, "api", 9), map(&[("n", "9")]));
     let e = s.config().snapshot("api", 6).unwrap_err();
@@ -278,6 +296,11 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ),
         (
             put("api", &[("a", "1")], &["a"], None),
+            ErrorCode::InvalidArgument,
+            "delete",
+        ),
+        (
+            put("api", &[], &["bad key"], None),
             ErrorCode::InvalidArgument,
             "delete",
         ),

@@ -42,8 +42,10 @@ pub enum RegistryError {
     TooManyInstances,
     #[error("{0}")]
     Lease(LeaseError),
+    #[error("lease is 0; a heartbeat presents the lease its registration answered")]
+    LeaseZero,
     #[error(
-        "registry events after revision {after} are no longer all kept (history is compacted to revision {compacted}); resolve again and watch from the revision it answers"
+        "this service's registry events after revision {after} are no longer all kept (they are compacted to revision {compacted}); watch from revision 0 for a new snapshot"
     )]
     Compacted {
         after: Revision,
@@ -73,7 +75,7 @@ impl RegistryError {
             RegistryError::Address { .. } => "address",
             RegistryError::Metadata { .. } => "metadata",
             RegistryError::Ttl(_) => "ttl",
-            RegistryError::StaleLease { .. } => "lease",
+            RegistryError::StaleLease { .. } | RegistryError::LeaseZero => "lease",
             RegistryError::Compacted { .. } => "from_revision",
             RegistryError::Lease(e) => e.field(),
         }

@@ -12,13 +12,15 @@
 //! passes. `Resolve(service)` answers the passing and warning instances (warning is degraded, not
 //! down, as Consul's DNS treats it); with `all`, the draining ones too. Every change — an
 //! instance up or changed, or down — is an event at its revision, kept in a bounded history so a
-//! watcher resumes from the last revision it saw, or is told `COMPACTED` and resolves again.
+//! watcher resumes from the last revision it saw, or is told `COMPACTED` (some of that service's
+//! events since are gone) and resolves again.
 //!
 //! Invariants:
 //! - RG1: every instance's lease is alive, and the lease index maps exactly the instances' leases.
-//! - RG2: each service's events are in strictly increasing revision order, all above the
-//!   compacted revision; the history index lists exactly every event, in revision order, and
-//!   holds at most `REGISTRY_HISTORY_EVENTS_MAX`.
+//! - RG2: each service's events are in revision order (one revision may hold several), all
+//!   above that service's compacted revision; the history index lists exactly every event, in
+//!   revision order, and holds at most `REGISTRY_HISTORY_EVENTS_MAX`, trimmed a whole revision
+//!   at a time.
 //! - RG3: every instance is within the limits on addresses and metadata.
 //! - RG4: a service with no instance and no event is not kept.
 //! - RG5: replaying a service's events onto an empty list gives its instances (a watcher that

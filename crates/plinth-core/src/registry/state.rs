@@ -31,6 +31,8 @@ struct Service {
     instances: BTreeMap<String, Instance>,
     /// Oldest first.
     events: VecDeque<RegistryEvent>,
+    /// This service's events at or below this revision may have been dropped from the history.
+    compacted: Revision,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +42,10 @@ pub struct RegistryState {
     by_lease: BTreeMap<LeaseId, (String, String)>,
     /// (revision, service) of every kept event, oldest first: trimming walks it from the front.
     history: VecDeque<(Revision, String)>,
-    /// Events at or below this revision may have been dropped from the history.
-    compacted: Revision,
+    /// The newest revision of any event of a service that was forgotten (no instance and no
+    /// event left): a service that has no record, or whose record is newer, may have had events
+    /// up to here.
+    forgotten: Revision,
 }
 
 fn info(service: &str, instance: &str, i: &Instance) -> InstanceInfo {
@@ -95,9 +99,16 @@ impl RegistryState {
                 check_ttl(*ttl_ms).map_err(RegistryError::Ttl)
             }
             RegistryCommand::Heartbeat {
-                service, instance, ..
+                service,
+                instance,
+                lease,
+            } => {
+                if *lease == LeaseId(0) {
+                    return Err(RegistryError::LeaseZero);
+                }
+                check_ids(service, instance)
             }
-            | RegistryCommand::SetStatus {
+            RegistryCommand::SetStatus {
                 service, instance, ..
             }
             | RegistryCommand::Deregister {
@@ -158,9 +169,7 @@ impl RegistryState {
                     modified: ctx.revision,
                 };
                 let shown = info(service, instance, &entry);
-                self.services
-                    .entry(service.clone())
-                    .or_default()
+                self.service_mut(service)
                     .instances
                     .insert(instance.clone(), entry);
                 self.by_lease
@@ -295,30 +304,42 @@ impl RegistryState {
     fn push_event(&mut self, kind: RegistryEventKind, instance: InstanceInfo, ctx: &mut Ctx) {
         ctx.changed = true;
         let service = instance.service.clone();
-        self.services
-            .entry(service.clone())
-            .or_default()
-            .events
-            .push_back(RegistryEvent {
-                revision: ctx.revision,
-                kind,
-                instance,
-            });
+        self.service_mut(&service).events.push_back(RegistryEvent {
+            revision: ctx.revision,
+            kind,
+            instance,
+        });
         self.history.push_back((ctx.revision, service));
+        // Past the limit, the oldest revision goes whole, so that no revision is ever half kept.
         while self.history.len() > REGISTRY_HISTORY_EVENTS_MAX {
-            let (revision, oldest) = self.history.pop_front().expect("over the limit");
-            let s = self
-                .services
-                .get_mut(&oldest)
-                .expect("RG2: history lists it");
-            s.events.pop_front();
-            self.compacted = revision;
-            if s.events.is_empty() && s.instances.is_empty() {
-                self.services.remove(&oldest);
+            let oldest = self.history.front().expect("over the limit").0;
+            while let Some((revision, name)) = self.history.front().cloned()
+                && revision == oldest
+            {
+                self.history.pop_front();
+                let s = self.services.get_mut(&name).expect("RG2: history lists it");
+                s.events.pop_front();
+                s.compacted = revision;
+                // A service whose last instance left keeps its Down event; it is forgotten only
+                // when that event goes.
+                if s.events.is_empty() && s.instances.is_empty() {
+                    self.services.remove(&name);
+                    self.forgotten = self.forgotten.max(revision);
+                }
             }
         }
-        // A service whose last instance just left keeps its Down event; it is forgotten only
-        // when that event is trimmed.
+    }
+
+    /// The service's record, made if it has none, starting compacted where forgotten services
+    /// left off.
+    fn service_mut(&mut self, service: &str) -> &mut Service {
+        let forgotten = self.forgotten;
+        self.services
+            .entry(service.to_owned())
+            .or_insert_with(|| Service {
+                compacted: forgotten,
+                ..Service::default()
+            })
     }
 
     /// The instances of `service` whose leases are alive at `clock`: passing and warning ones,
@@ -343,25 +364,24 @@ impl RegistryState {
     }
 
     /// The events of `service` after revision `after`, oldest first: at least every event of
-    /// the first `max` revisions' worth, never part of a revision. `Compacted` if events after
-    /// `after` may have been dropped.
+    /// the first `max` events' revisions, never part of a revision. `Compacted` if some of this
+    /// service's events after `after` may have been dropped.
     pub fn events_after(
         &self,
         service: &str,
         after: Revision,
         max: usize,
     ) -> Result<Vec<RegistryEvent>, RegistryError> {
-        if after < self.compacted {
-            return Err(RegistryError::Compacted {
-                after,
-                compacted: self.compacted,
-            });
+        let compacted = self.compacted(service);
+        if after < compacted {
+            return Err(RegistryError::Compacted { after, compacted });
         }
         let Some(s) = self.services.get(service) else {
             return Ok(Vec::new());
         };
+        let start = s.events.partition_point(|e| e.revision <= after);
         let mut out: Vec<RegistryEvent> = Vec::new();
-        for event in s.events.iter().filter(|e| e.revision > after) {
+        for event in s.events.range(start..) {
             if out.len() >= max && out.last().is_some_and(|l| l.revision != event.revision) {
                 break;
             }
@@ -370,9 +390,11 @@ impl RegistryState {
         Ok(out)
     }
 
-    /// The revision at or below which events may be gone.
-    pub fn compacted(&self) -> Revision {
-        self.compacted
+    /// The revision at or below which `service`'s events may be gone.
+    pub fn compacted(&self, service: &str) -> Revision {
+        self.services
+            .get(service)
+            .map_or(self.forgotten, |s| s.compacted)
     }
 
     /// The instance as registered now, live or not.
@@ -429,9 +451,9 @@ impl RegistryState {
                 "RG2: {service}'s events go back in revision"
             );
             assert!(
-                s.events.iter().all(|e| e.revision > self.compacted),
-                "RG2: {service} keeps an event at or below the compacted revision {}",
-                self.compacted
+                s.events.iter().all(|e| e.revision > s.compacted),
+                "RG2: {service} keeps an event at or below its compacted revision {}",
+                s.compacted
             );
             let mut last: BTreeMap<&str, &RegistryEvent> = BTreeMap::new();
             for event in &s.events {

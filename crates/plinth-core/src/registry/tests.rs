@@ -199,6 +199,7 @@ fn deregister_and_a_revoked_lease_each_remove_the_instance_with_their_reason() {
 #[test]
 fn events_past_the_kept_history_answer_compacted() {
     let mut s = State::default();
+    let quiet = registered(&run(&mut s, 1_000, register("web", "w", 10_000)));
     let a = registered(&run(&mut s, 1_000, register("api", "a", 10_000)));
     let mut status = Status::Passing;
     for i in 0..crate::limits::REGISTRY_HISTORY_EVENTS_MAX {
@@ -213,7 +214,8 @@ fn events_past_the_kept_history_answer_compacted() {
         });
     }
     s.check_invariants();
-    assert_eq!(s.registry().compacted(), a.registered);
+    // Two events went, whole revisions: the quiet service's registration and api's.
+    assert_eq!(s.registry().compacted("api"), a.registered);
     let e = s
         .registry()
         .events_after("api", Revision(0), 10)
@@ -225,6 +227,21 @@ fn events_past_the_kept_history_answer_compacted() {
             .unwrap()
             .len(),
         10
+    );
+    // A watcher of the quiet service that saw its one event misses nothing: it is not told
+    // compacted because another service was busy.
+    assert_eq!(s.registry().compacted("web"), quiet.registered);
+    assert!(
+        s.registry()
+            .events_after("web", quiet.registered, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.registry()
+            .events_after("web", s.revision(), 10)
+            .unwrap()
+            .is_empty()
     );
 }
 
@@ -287,6 +304,11 @@ fn bad_input_names_the_field_and_changes_nothing() {
             heartbeat("api", "nobody", LeaseId(1)),
             ErrorCode::NotFound,
             "instance",
+        ),
+        (
+            heartbeat("api", "a", LeaseId(0)),
+            ErrorCode::InvalidArgument,
+            "lease",
         ),
     ];
     for (command, code, field) in cases {
