@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The peers plinth is measured against, on loopback, with durable settings comparable to
+# plinth's (every acknowledged write fsynced):
+#   etcd      127.0.0.1:2379   its default: the WAL is fsynced before a write is acknowledged
+#   redis     127.0.0.1:6379   appendonly yes, appendfsync always
+#   rabbitmq  127.0.0.1:5672   (the bench declares a durable queue, persistent messages and
+#                              waits for publisher confirms)
+#   nats      127.0.0.1:4222   JetStream with file storage (the bench uses work-queue
+#                              retention and explicit acks)
+#
+#   bench/peers.sh start [etcd redis rabbitmq nats]   install what is missing (Debian packages),
+#                                                     start them with data under $PEERS_DIR,
+#                                                     wait until each answers, print addresses
+#   bench/peers.sh stop                               stop every peer started here
+#   bench/peers.sh pids                               name=pid per running peer
+#
+# $PEERS_DIR (default /tmp/plinth-bench-peers) holds each peer's data, log and pid; `stop`
+# removes it. Everything binds to 127.0.0.1 only.
+set -euo pipefail
+
+DIR=${PEERS_DIR:-/tmp/plinth-bench-peers}
+ALL=(etcd redis rabbitmq nats)
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+
+log() { printf 'peers: %s\n' "$*" >&2; }
+
+install() {
+  local missing=()
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v etcdctl >/dev/null || missing+=(etcd-client)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+  command -v nats-server >/dev/null || missing+=(nats-server)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # Debian starts the services it installs where it can; ours run from $DIR instead.
+    apt-get install -y -q "${missing[@]}" >/dev/null
+    for svc in etcd redis-server rabbitmq-server nats-server; do
+      service "$svc" stop >/dev/null 2>&1 || true
+    done
+  fi
+}
+
+# Waits until a TCP port on 127.0.0.1 accepts connections, while the peer's process lives.
+wait_port() {
+  local name=$1 port=$2 tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    tries=$((tries + 1))
+    if ((tries > 600)) || ! kill -0 "$(cat "$DIR/$name/pid")" 2>/dev/null; then
+      log "$name did not open port $port; its log:"
+      tail -n 30 "$DIR/$name/log" >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+start_etcd() {
+  mkdir -p "$DIR/etcd"
+  etcd --name bench --data-dir "$DIR/etcd/data" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster bench=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+    --quota-backend-bytes 8589934592 --logger zap --log-level warn \
+    >"$DIR/etcd/log" 2>&1 &
+  echo $! >"$DIR/etcd/pid"
+  wait_port etcd 2379
+  echo "etcd http://127.0.0.1:2379 pid $(cat "$DIR/etcd/pid")"
+}
+
+start_redis() {
+  mkdir -p "$DIR/redis"
+  redis-server --bind 127.0.0.1 --port 6379 --dir "$DIR/redis" --daemonize no \
+    --appendonly yes --appendfsync always --save '' --protected-mode yes \
+    >"$DIR/redis/log" 2>&1 &
+  echo $! >"$DIR/redis/pid"
+  wait_port redis 6379
+  echo "redis redis://127.0.0.1:6379 pid $(cat "$DIR/redis/pid")"
+}
+
+rabbit_env() {
+  export HOME="$DIR/rabbitmq" RABBITMQ_NODENAME=bench@localhost \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25672 \
+    RABBITMQ_MNESIA_BASE="$DIR/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$DIR/rabbitmq/logs" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbitmq/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$DIR/rabbitmq/rabbitmq" ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_FEATURE_FLAGS_FILE="$DIR/rabbitmq/feature_flags" \
+    ERL_CRASH_DUMP="$DIR/rabbitmq/erl_crash.dump" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+start_rabbitmq() {
+  mkdir -p "$DIR/rabbitmq/mnesia" "$DIR/rabbitmq/logs"
+  echo '[].' >"$DIR/rabbitmq/enabled_plugins"
+  echo 'loopback_users.guest = true' >"$DIR/rabbitmq/rabbitmq.conf"
+  # Debian's /usr/sbin wrapper switches to the rabbitmq user; the scripts behind it run as we are.
+  (rabbit_env && exec "$RABBIT_BIN/rabbitmq-server") >"$DIR/rabbitmq/log" 2>&1 &
+  echo $! >"$DIR/rabbitmq/pid"
+  wait_port rabbitmq 5672
+  (rabbit_env && "$RABBIT_BIN/rabbitmqctl" -q -n bench@localhost await_startup) >/dev/null
+  echo "rabbitmq amqp://guest:guest@127.0.0.1:5672/%2f pid $(rabbit_pid)"
+}
+
+# The Erlang VM running the broker (the pid file holds its start script).
+rabbit_pid() {
+  pgrep -f "beam.smp.*-home $DIR/rabbitmq" | head -n 1 || cat "$DIR/rabbitmq/pid"
+}
+
+start_nats() {
+  mkdir -p "$DIR/nats"
+  nats-server -a 127.0.0.1 -p 4222 -js -sd "$DIR/nats/store" >"$DIR/nats/log" 2>&1 &
+  echo $! >"$DIR/nats/pid"
+  wait_port nats 4222
+  echo "nats nats://127.0.0.1:4222 pid $(cat "$DIR/nats/pid")"
+}
+
+stop_all() {
+  if [ -d "$DIR/rabbitmq" ]; then
+    (rabbit_env && "$RABBIT_BIN/rabbitmqctl" -q -n bench@localhost stop) >/dev/null 2>&1 || true
+  fi
+  for name in "${ALL[@]}"; do
+    local pidfile="$DIR/$name/pid"
+    [ -f "$pidfile" ] || continue
+    local pid
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  pkill -f "beam.smp.*-home $DIR/rabbitmq" 2>/dev/null || true
+  (ERL_EPMD_ADDRESS=127.0.0.1 epmd -kill) >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
+
+case "${1:-}" in
+  start)
+    shift
+    names=("$@")
+    ((${#names[@]})) || names=("${ALL[@]}")
+    install
+    mkdir -p "$DIR"
+    for name in "${names[@]}"; do "start_$name"; done
+    ;;
+  stop) stop_all ;;
+  pids)
+    for name in "${ALL[@]}"; do
+      [ -f "$DIR/$name/pid" ] || continue
+      if [ "$name" = rabbitmq ]; then echo "rabbitmq=$(rabbit_pid)"; else echo "$name=$(cat "$DIR/$name/pid")"; fi
+    done
+    ;;
+  *)
+    echo "usage: bench/peers.sh start [etcd redis rabbitmq nats] | stop | pids" >&2
+    exit 2
+    ;;
+esac

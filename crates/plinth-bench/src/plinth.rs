@@ -1,0 +1,185 @@
+//! The workloads against plinth, through the plinth SDK (gRPC).
+
+use crate::driver::{Load, Op, arrival_latency_us, closed_loop, histogram, stamped_value};
+use crate::workload::{Args, Outcome, Values, Workload, fanout, op, preload};
+use anyhow::{Context as _, Result, bail};
+use futures::{FutureExt as _, StreamExt as _};
+use plinth_client::{Client, LockOptions, WatchOptions, pb};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn connect(args: &Args) -> Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        clients.push(
+            Client::connect(args.endpoint.clone())
+                .await
+                .with_context(|| format!("connecting to plinth at {}", args.endpoint))?,
+        );
+    }
+    Ok(clients)
+}
+
+pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome> {
+    let clients = Arc::new(connect(args).await?);
+    let pick = {
+        let clients = clients.clone();
+        move |worker: usize| clients[worker % clients.len()].clone()
+    };
+    let run_id = args.run_id.clone();
+    let value_size = args.value_size;
+    match workload {
+        Workload::KvPut | Workload::KvLoad => {
+            let value = Arc::new(vec![b'v'; value_size]);
+            let op: Op = op(move |worker, seq| {
+                let (client, value) = (pick(worker), value.clone());
+                let key = format!("bench/{run_id}/{seq:012}");
+                async move {
+                    client.put(key, value.as_slice()).await?;
+                    Ok(())
+                }
+                .boxed()
+            });
+            Ok(Outcome::closed(closed_loop(load, op).await))
+        }
+        Workload::KvGet => {
+            let keys = args.keys;
+            {
+                let (pick, run_id) = (pick.clone(), run_id.clone());
+                let value = Arc::new(vec![b'v'; value_size]);
+                preload(
+                    keys,
+                    op(move |worker, seq| {
+                        let (client, value) = (pick(worker), value.clone());
+                        let key = format!("bench/{run_id}/{seq:012}");
+                        async move {
+                            client.put(key, value.as_slice()).await?;
+                            Ok(())
+                        }
+                        .boxed()
+                    }),
+                )
+                .await?;
+            }
+            let op: Op = op(move |worker, _| {
+                let client = pick(worker);
+                let key = format!("bench/{run_id}/{:012}", fastrand::u64(..keys));
+                async move {
+                    match client.get(key).await? {
+                        Some(_) => Ok(()),
+                        None => bail!("a preloaded key is missing"),
+                    }
+                }
+                .boxed()
+            });
+            Ok(Outcome::closed(closed_loop(load, op).await))
+        }
+        Workload::LockUncontended | Workload::LockContended => {
+            let contended = workload == Workload::LockContended;
+            let op: Op = op(move |worker, _| {
+                let client = pick(worker);
+                let (name, options) = if contended {
+                    let options = LockOptions::new(format!("w{worker}"))
+                        .ttl(Duration::from_secs(10))
+                        .wait(Duration::from_secs(60));
+                    (format!("bench-{run_id}"), options)
+                } else {
+                    let options =
+                        LockOptions::new(format!("w{worker}")).ttl(Duration::from_secs(10));
+                    (format!("bench-{run_id}-{worker}"), options)
+                };
+                async move {
+                    let hold = client.lock_acquire(name.clone(), &options).await?;
+                    client.lock_release(name, hold.token).await?;
+                    Ok(())
+                }
+                .boxed()
+            });
+            Ok(Outcome::closed(closed_loop(load, op).await))
+        }
+        Workload::Queue => {
+            let queue = format!("bench-{run_id}");
+            clients[0]
+                .queue_create(queue.clone(), pb::QueueConfig::default())
+                .await?;
+            let batch = args.batch;
+            let delivery = Arc::new(Mutex::new(histogram()));
+            let recorded = delivery.clone();
+            let op: Op = op(move |worker, _| {
+                let (client, queue, delivery) = (pick(worker), queue.clone(), recorded.clone());
+                async move {
+                    if batch == 1 {
+                        client
+                            .queue_send(queue.clone(), stamped_value(value_size))
+                            .await?;
+                    } else {
+                        let entries = (0..batch)
+                            .map(|_| pb::QueueSendEntry {
+                                body: stamped_value(value_size),
+                                ..Default::default()
+                            })
+                            .collect();
+                        client.queue_send_batch(queue.clone(), entries).await?;
+                    }
+                    // Take as many as were sent (any producer's), so the queue stays level.
+                    let mut got = 0;
+                    while got < batch {
+                        let want = u32::try_from(batch - got).unwrap_or(u32::MAX);
+                        let deliveries = client
+                            .queue_receive(queue.clone(), want, Duration::from_secs(5))
+                            .await?;
+                        if deliveries.is_empty() {
+                            bail!("a receive waited 5 s on a queue that should hold messages");
+                        }
+                        for d in deliveries {
+                            if let Some(us) = arrival_latency_us(&d.body) {
+                                delivery.lock().expect("not poisoned").saturating_record(us);
+                            }
+                            client.queue_ack(queue.clone(), d.receipt).await?;
+                            got += 1;
+                        }
+                    }
+                    Ok(())
+                }
+                .boxed()
+            });
+            let sample = closed_loop(load, op).await;
+            let delivery = delivery.lock().expect("not poisoned").clone();
+            Ok(Outcome::with_delivery(sample, delivery, batch as u64))
+        }
+        Workload::WatchFanout => {
+            let prefix = format!("bench/{run_id}/fan/");
+            let mut watches = Vec::with_capacity(args.watchers);
+            for i in 0..args.watchers {
+                let watch = clients[i % clients.len()]
+                    .watch(WatchOptions::prefix(prefix.clone()))
+                    .await?;
+                watches.push(watch);
+            }
+            let receivers: Vec<Values> = watches
+                .into_iter()
+                .map(|watch| {
+                    futures::stream::unfold(watch, |mut watch| async move {
+                        let item = match watch.next().await? {
+                            Ok(event) => Ok(event.kv.map(|kv| kv.value).unwrap_or_default()),
+                            Err(e) => Err(anyhow::Error::from(e)),
+                        };
+                        Some((item, watch))
+                    })
+                    .boxed()
+                })
+                .collect();
+            let writer = clients[0].clone();
+            let put: Op = op(move |_, seq| {
+                let client = writer.clone();
+                let key = format!("{prefix}{seq:012}");
+                async move {
+                    client.put(key, stamped_value(value_size)).await?;
+                    Ok(())
+                }
+                .boxed()
+            });
+            fanout(args, load, put, receivers).await
+        }
+    }
+}
