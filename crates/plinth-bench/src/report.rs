@@ -49,6 +49,9 @@ pub struct Report {
     /// The target server's peak resident memory during the run (MiB), if its pid was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_mib: Option<f64>,
+    /// Its resident memory when the run ended (MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
 }
@@ -75,7 +78,8 @@ impl Report {
             latency: Percentiles::of(&sample.latency),
             delivery: None,
             server_cpu_s: server.as_ref().map(|s| s.cpu_s),
-            server_peak_rss_mib: server.map(|s| s.peak_rss_mib),
+            server_peak_rss_mib: server.as_ref().map(|s| s.peak_rss_mib),
+            server_rss_mib: server.map(|s| s.rss_mib),
             first_error: sample.first_error.clone(),
         }
     }
@@ -109,6 +113,7 @@ impl Report {
 pub struct ServerUsage {
     pub cpu_s: f64,
     pub peak_rss_mib: f64,
+    pub rss_mib: f64,
 }
 
 /// Watches a process: reset its peak-RSS mark at the start (`/proc/<pid>/clear_refs`, which
@@ -132,6 +137,7 @@ impl ProcWatch {
         Ok(ServerUsage {
             cpu_s: cpu_seconds(self.pid)? - self.cpu_at_start,
             peak_rss_mib: status_kib(self.pid, "VmHWM:")? as f64 / 1024.0,
+            rss_mib: status_kib(self.pid, "VmRSS:")? as f64 / 1024.0,
         })
     }
 }

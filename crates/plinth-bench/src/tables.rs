@@ -27,6 +27,7 @@ struct Row {
     delivery_p99_ms: Option<f64>,
     cpu_s: Option<f64>,
     rss_mib: Option<f64>,
+    end_rss_mib: Option<f64>,
 }
 
 impl Row {
@@ -49,6 +50,7 @@ impl Row {
             delivery_p99_ms: some(&|r| r.delivery.as_ref().map(|d| d.p99_us as f64 / 1000.0)),
             cpu_s: some(&|r| r.server_cpu_s),
             rss_mib: some(&|r| r.server_peak_rss_mib),
+            end_rss_mib: some(&|r| r.server_rss_mib),
         }
     }
 }
@@ -100,11 +102,13 @@ pub fn render(reports: &[Report]) -> String {
         if delivered {
             out.push_str(" delivery p50 ms | delivery p99 ms |");
         }
-        out.push_str(" server CPU s | peak RSS MiB | runs | errors |\n|---|---|---|---|---|---|");
+        out.push_str(
+            " server CPU s | peak RSS MiB | RSS at end MiB | runs | errors |\n|---|---|---|---|---|---|",
+        );
         if delivered {
             out.push_str("---|---|");
         }
-        out.push_str("---|---|---|---|\n");
+        out.push_str("---|---|---|---|---|\n");
         let mut ratios = Vec::new();
         let concurrencies: Vec<usize> = {
             let mut c: Vec<usize> = groups
@@ -134,9 +138,10 @@ pub fn render(reports: &[Report]) -> String {
                     ));
                 }
                 out.push_str(&format!(
-                    " {} | {} | {} | {} |\n",
+                    " {} | {} | {} | {} | {} |\n",
                     opt(row.cpu_s, 1),
                     opt(row.rss_mib, 0),
+                    opt(row.end_rss_mib, 0),
                     row.runs,
                     row.errors
                 ));
@@ -151,10 +156,15 @@ pub fn render(reports: &[Report]) -> String {
                     (Some(p), Some(b)) => format!("{:.2}×", p / b),
                     _ => "–".to_owned(),
                 };
-                let rss = match (p.rss_mib, b.rss_mib) {
+                let ratio = |p: Option<f64>, b: Option<f64>| match (p, b) {
                     (Some(p), Some(b)) => format!("{:.2}×", p / b),
                     _ => "–".to_owned(),
                 };
+                let rss = format!(
+                    "{} / {}",
+                    ratio(p.rss_mib, b.rss_mib),
+                    ratio(p.end_rss_mib, b.end_rss_mib)
+                );
                 ratios.push(format!(
                     "| {conc} | {peer} | {:.2}× | {:.2}× | {delivery} | {rss} |\n",
                     p.ops_per_s / b.ops_per_s,
@@ -164,7 +174,7 @@ pub fn render(reports: &[Report]) -> String {
         }
         if !ratios.is_empty() {
             out.push_str(
-                "\n| in flight | best peer (by ops/s) | plinth ops/s ÷ peer | plinth p99 ÷ peer | plinth delivery p99 ÷ peer | plinth peak RSS ÷ peer |\n|---|---|---|---|---|---|\n",
+                "\n| in flight | best peer (by ops/s) | plinth ops/s ÷ peer | plinth p99 ÷ peer | plinth delivery p99 ÷ peer | plinth RSS ÷ peer (peak / at end) |\n|---|---|---|---|---|---|\n",
             );
             for r in ratios {
                 out.push_str(&r);

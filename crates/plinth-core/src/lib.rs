@@ -8,6 +8,7 @@
 //! The shape: [`State::apply`] takes one committed [`Request`] and returns an [`Applied`] (the
 //! outcome plus the [`Event`]s to hand to watchers). Reads are plain queries on `&State`.
 
+mod codec;
 pub mod config;
 pub mod kv;
 pub mod lease;

@@ -341,11 +341,18 @@ impl State {
     /// The snapshot encoding: a magic, a format version, then the postcard body. Deterministic:
     /// equal states give equal bytes.
     pub fn to_snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4096);
+        let mut out = Vec::new();
+        self.encode_snapshot(&mut out);
+        out
+    }
+
+    /// [`State::to_snapshot`] into `out` (cleared first): a caller that reserves about the last
+    /// snapshot's size spares the encoding its doublings, and the memory they briefly hold.
+    pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
+        out.clear();
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
-        out
+        postcard::to_io(self, &mut *out).expect("writing to a Vec cannot fail");
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {

@@ -26,8 +26,12 @@ pub struct NodeConfig {
     pub advertise_addr: String,
     /// How often the leader checks whether a lease is due and proposes a `Tick`.
     pub tick_interval: Duration,
-    /// A snapshot is taken after this many log entries since the last one; the log below it is
-    /// then purged (keeping a few hundred entries).
+    /// A snapshot is taken once at least this many log entries have been applied since the last
+    /// one and the log appended since is as large as that snapshot; the log below it is then purged
+    /// (keeping a few hundred entries). Encoding the state pauses applies for as long as it
+    /// takes, so the second condition keeps a large state's snapshots as rare as its log is
+    /// small: the snapshot bytes written never exceed the log bytes, and a restart replays at
+    /// most about a snapshot's worth of log.
     pub snapshot_logs_since_last: u64,
     /// Whether the write-ahead log fsyncs. Off only for tests and benchmarks: without it a power
     /// loss loses acknowledged writes.
@@ -82,7 +86,8 @@ impl NodeConfig {
             heartbeat_interval: HEARTBEAT_MS,
             election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
             election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            // The node triggers snapshots itself (`Node::maybe_snapshot`), by entries and bytes.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // Never keep more than one snapshot interval, so a small interval (tests) still purges.
             max_in_snapshot_log_to_keep: LOGS_KEPT_BELOW_SNAPSHOT_MAX
                 .min(self.snapshot_logs_since_last),

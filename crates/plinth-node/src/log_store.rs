@@ -6,15 +6,17 @@
 //! `IOFlushed` callback to the WAL's group commit, so all appends queued while one fsync runs share
 //! the next one. The vote and the purge point are written atomically and fsynced before their call
 //! returns. The committed log id is only a recovery hint (it lets a restart re-apply the log up to
-//! where it was); it is written by a background thread, never ahead of the durable log, so saving
-//! it costs the Raft core loop nothing.
+//! where it was); it is written by a background thread, never ahead of the durable log and at most
+//! ten times a second, so saving it costs the Raft core loop nothing and the disk little.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -27,6 +29,8 @@ use crate::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE_FILE: &str = "raft-vote";
 const COMMITTED_FILE: &str = "raft-committed";
+/// The committed log id is saved at most this often (and once more on close).
+const COMMITTED_WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const PURGED_FILE: &str = "raft-purged";
 
 /// Small state files are `magic | format version (u32 LE) | postcard body`, so a file from another
@@ -46,6 +50,9 @@ struct Inner {
     dir: PathBuf,
     meta: Mutex<Meta>,
     committed: Arc<CommittedWriter>,
+    /// Bytes of entries appended since the log was opened, counting what it held then: how much
+    /// log a snapshot would let go of.
+    appended_bytes: AtomicU64,
 }
 
 struct Meta {
@@ -80,8 +87,10 @@ impl LogStore {
             last_entry = ?last_entry,
             "opened raft log"
         );
+        let held = wal.size_bytes();
         Ok(LogStore {
             inner: Arc::new(Inner {
+                appended_bytes: AtomicU64::new(held),
                 wal,
                 dir: dir.to_path_buf(),
                 meta: Mutex::new(Meta {
@@ -92,6 +101,11 @@ impl LogStore {
                 committed,
             }),
         })
+    }
+
+    /// Bytes of entries appended since the log was opened, counting what it held then.
+    pub(crate) fn appended_bytes(&self) -> u64 {
+        self.inner.appended_bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn wal(&self) -> &Wal {
@@ -232,6 +246,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect();
         // No fsync here: the entries are written, hence readable, when this returns.
         self.inner.wal.append(&records).map_err(wal_to_io)?;
+        let bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
+        self.inner
+            .appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
 
         if last.is_some() {
             self.inner.meta().last_entry = last;
@@ -287,8 +305,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// Persists the last committed log id in the background, newest value wins, and only once the
-/// entry it names is durable in the WAL: a committed id beyond the local durable log would make a
+/// Persists the last committed log id in the background, newest value wins, at most every
+/// `COMMITTED_WRITE_INTERVAL`, and only once the entry it names is durable in the WAL: a committed id beyond the local durable log would make a
 /// restart try to re-apply entries it does not have.
 struct CommittedWriter {
     path: PathBuf,
@@ -399,10 +417,15 @@ impl CommittedWriter {
 
     fn run(&self) {
         let mut state = self.lock();
+        // When the file may next be written. It is a hint, so it is written at most every
+        // COMMITTED_WRITE_INTERVAL: written after every commit, its two fsyncs cost as much as
+        // the log's own.
+        let mut next_write = Instant::now();
         loop {
             let due = state.latest != state.written
                 && state.latest.is_none_or(|c| c.index < state.flushed_next);
-            if due {
+            let now = Instant::now();
+            if due && (now >= next_write || state.stop) {
                 let value = state.latest;
                 drop(state);
                 // A failure costs only a longer replay at the next restart, so it is reported and
@@ -410,6 +433,7 @@ impl CommittedWriter {
                 if let Err(e) = write_meta(&self.path, &value) {
                     tracing::warn!(path = %self.path.display(), error = %e, "could not save the committed log id");
                 }
+                next_write = Instant::now() + COMMITTED_WRITE_INTERVAL;
                 state = self.lock();
                 state.written = value;
                 continue;
@@ -417,10 +441,16 @@ impl CommittedWriter {
             if state.stop {
                 return;
             }
-            state = self
-                .wake
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = if due {
+                self.wake
+                    .wait_timeout(state, next_write - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            } else {
+                self.wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner)
+            };
         }
     }
 }

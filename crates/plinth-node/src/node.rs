@@ -49,6 +49,8 @@ pub(crate) struct NodeInner {
     shutting_down: AtomicBool,
     /// Whether this process has abandoned the lock waits its node's previous process left.
     orphans_abandoned: AtomicBool,
+    /// The log's appended bytes when the last snapshot was asked for.
+    snapshot_log_mark: AtomicU64,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -109,6 +111,7 @@ impl Node {
                 last_stamp_ms: AtomicU64::new(clock.0),
                 shutting_down: AtomicBool::new(false),
                 orphans_abandoned: AtomicBool::new(false),
+                snapshot_log_mark: AtomicU64::new(0),
                 ticker: Mutex::new(None),
             }),
         };
@@ -305,6 +308,42 @@ impl Node {
             wal_fsyncs: wal.fsync_count(),
             wal_segments: wal.segment_count(),
         }
+    }
+
+    /// Triggers a snapshot if one is due: at least `snapshot_logs_since_last` entries applied
+    /// since the last, and a log at least as large as it (see [`NodeConfig`]). The ticker asks
+    /// this on every replica, leader or not.
+    pub(crate) async fn maybe_snapshot(&self) {
+        let (applied, last) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow_watched();
+            (
+                m.last_applied.map_or(0, |l| l.index),
+                m.snapshot.map_or(0, |l| l.index + 1),
+            )
+        };
+        if applied.saturating_sub(last) < self.inner.cfg.snapshot_logs_since_last {
+            return;
+        }
+        let appended = self.inner.log.appended_bytes();
+        let since = appended.saturating_sub(self.inner.snapshot_log_mark.load(Ordering::Relaxed));
+        if since < self.inner.sm.snapshot_bytes() as u64 {
+            return;
+        }
+        // Asked while one is being built, openraft lets the one in progress finish.
+        match self.inner.raft.trigger().snapshot().await {
+            Ok(()) => self
+                .inner
+                .snapshot_log_mark
+                .store(appended, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "could not trigger a snapshot"),
+        }
+    }
+
+    /// The Raft term this node is in: what every reply's header carries. Cheaper than
+    /// [`Node::status`], which also reads the log's and the state's figures.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().current_term
     }
 
     /// Data fsyncs of the write-ahead log since this node started.

@@ -9,7 +9,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
@@ -54,9 +54,16 @@ pub(crate) struct SmShared {
     applied: watch::Sender<Option<u64>>,
     events: broadcast::Sender<WatchMessage>,
     closed: AtomicBool,
+    /// The size of the newest snapshot (0 before the first): the next one's buffer is sized by
+    /// it, and the node snapshots again once the log has grown as large.
+    snapshot_bytes: AtomicUsize,
 }
 
 impl SmShared {
+    pub(crate) fn snapshot_bytes(&self) -> usize {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, SmData> {
         // A panic while applying means a broken invariant (a bug); crashing readers too is right.
         self.data
@@ -130,11 +137,13 @@ impl StateMachineStore {
     /// Blocking.
     pub(crate) fn open(dir: &Path) -> Result<StateMachineStore, NodeError> {
         let snapshots = SnapshotDir::open(dir).map_err(|e| NodeError::Storage(e.to_string()))?;
+        let mut snapshot_bytes = 0;
         let data = match snapshots
             .newest()
             .map_err(|e| NodeError::Storage(e.to_string()))?
         {
             Some((meta, bytes)) => {
+                snapshot_bytes = bytes.len();
                 let state = State::from_snapshot(&bytes).map_err(|e| {
                     NodeError::Storage(format!(
                         "snapshot at {:?} does not load: {e}",
@@ -162,6 +171,7 @@ impl StateMachineStore {
                 applied,
                 events,
                 closed: AtomicBool::new(false),
+                snapshot_bytes: AtomicUsize::new(snapshot_bytes),
             }),
             snapshots: Arc::new(snapshots),
         })
@@ -291,14 +301,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Encoded under the read lock, so the bytes and the log position agree; applies wait for
         // the encoding (not for the file write).
-        let (meta, bytes) = {
+        // Sized by the last snapshot, so the buffer does not double its way up (and briefly
+        // hold twice the state).
+        let hint = self.shared.snapshot_bytes();
+        let mut bytes = Vec::with_capacity(hint + hint / 8 + 4096);
+        let meta = {
             let data = self.shared.read();
-            let meta = SnapshotMeta {
+            data.state.encode_snapshot(&mut bytes);
+            SnapshotMeta {
                 last_log_id: data.last_applied,
                 last_membership: data.membership.clone(),
-            };
-            (meta, data.state.to_snapshot())
+            }
         };
+        self.shared
+            .snapshot_bytes
+            .store(bytes.len(), Ordering::Relaxed);
         let snapshots = Arc::clone(&self.snapshots);
         let (meta, bytes) = blocking(move || {
             snapshots.write(&meta, &bytes)?;

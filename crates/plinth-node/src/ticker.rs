@@ -1,5 +1,5 @@
 //! The ticker: while this node leads, it proposes `Tick` when a lease or a lock waiter is due, and `Refresh` when
-//! a new term of leadership begins.
+//! a new term of leadership begins; on every replica it triggers a snapshot when one is due.
 //!
 //! Time enters the log only through stamped commands, so leases expire when a `Tick` is applied,
 //! never by a timer inside the state machine. The ticker proposes one only when the earliest
@@ -52,6 +52,7 @@ async fn run(
         }
         let Some(inner) = node.upgrade() else { return };
         let node = Node::from_inner(inner);
+        node.maybe_snapshot().await;
         tokio::select! {
             _ = stopped.changed() => return,
             result = tick_once(&node, &mut refreshed_term) => {

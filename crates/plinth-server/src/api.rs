@@ -27,11 +27,10 @@ impl Api {
     }
 
     pub(crate) fn header(&self, revision: plinth_core::Revision) -> pb::ResponseHeader {
-        let status = self.node.status();
         pb::ResponseHeader {
             revision: revision.0,
-            node_id: status.node_id,
-            term: status.term,
+            node_id: self.node.node_id(),
+            term: self.node.term(),
         }
     }
 

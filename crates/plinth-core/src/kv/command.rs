@@ -7,11 +7,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeySpan {
     /// Exactly this key.
-    Key(Vec<u8>),
+    Key(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Every key starting with these bytes; the empty prefix is every key.
-    Prefix(Vec<u8>),
+    Prefix(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Keys in `[start, end)`: start inclusive, end exclusive.
-    Range { start: Vec<u8>, end: Vec<u8> },
+    Range {
+        #[serde(with = "serde_bytes")]
+        start: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        end: Vec<u8>,
+    },
 }
 
 impl KeySpan {
@@ -26,7 +31,9 @@ impl KeySpan {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The revision at which the key was last created (after not existing).
     pub create_revision: Revision,
@@ -67,7 +74,7 @@ pub enum CompareOp {
 /// value compare on it is false whatever the operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Version(u64),
     CreateRevision(Revision),
     ModRevision(Revision),
@@ -83,6 +90,7 @@ pub enum CompareTarget {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
@@ -91,7 +99,9 @@ pub struct Compare {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         lease: Option<LeaseId>,
     },
@@ -113,7 +123,9 @@ pub struct Txn {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         lease: Option<LeaseId>,
     },

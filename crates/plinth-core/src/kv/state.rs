@@ -27,8 +27,10 @@ struct HistoryEntry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
+    #[serde(with = "crate::codec::byte_keys")]
     map: BTreeMap<Vec<u8>, KeyValue>,
     /// lease → the keys that carry it, so that a lease's end deletes them without a scan.
+    #[serde(with = "crate::codec::byte_sets")]
     by_lease: BTreeMap<LeaseId, BTreeSet<Vec<u8>>>,
     history: VecDeque<HistoryEntry>,
     compacted_revision: Revision,

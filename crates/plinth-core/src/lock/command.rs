@@ -15,6 +15,7 @@ pub enum LockCommand {
         ttl_ms: u64,
         wait_ms: u64,
         permits: u32,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         node: u64,
     },
@@ -30,6 +31,7 @@ pub enum LockCommand {
     Proclaim {
         name: String,
         token: FencingToken,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// The caller behind `ticket` went away: dequeue it, or release the hold it was granted but
@@ -78,6 +80,7 @@ pub struct HoldInfo {
     pub remaining_ms: u64,
     /// The revision of the acquire that led to this hold.
     pub ticket: Revision,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

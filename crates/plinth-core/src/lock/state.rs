@@ -16,6 +16,7 @@ struct Holder {
     owner: String,
     lease: LeaseId,
     ticket: Revision,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
 }
 
@@ -26,6 +27,7 @@ struct Waiter {
     owner: String,
     ttl_ms: u64,
     deadline: Millis,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
 }
 

@@ -23,6 +23,7 @@ pub struct QueueConfig {
 /// A message as sent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMessage {
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     /// `None`: the queue's default delay.
@@ -135,6 +136,7 @@ pub struct Delivery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageInfo {
     pub message_id: u64,
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     pub group: Option<String>,

@@ -27,6 +27,7 @@ enum Place {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Message {
+    #[serde(with = "serde_bytes")]
     body: Vec<u8>,
     attributes: BTreeMap<String, String>,
     group: Option<String>,

@@ -83,6 +83,7 @@ pub enum ScheduleCommand {
     Create {
         id: String,
         spec: Spec,
+        #[serde(with = "serde_bytes")]
         job: Vec<u8>,
         policy: Policy,
     },
@@ -112,6 +113,7 @@ pub enum ScheduleCommand {
     Complete {
         run: RunId,
         token: FencingToken,
+        #[serde(with = "serde_bytes")]
         result: Vec<u8>,
     },
     Fail {
@@ -125,9 +127,7 @@ pub enum ScheduleCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
     /// Claimable from `runnable_at` (and, under `Overlap::Queue`, once earlier runs finish).
-    Pending {
-        runnable_at: Millis,
-    },
+    Pending { runnable_at: Millis },
     Claimed {
         worker: String,
         token: FencingToken,
@@ -135,13 +135,11 @@ pub enum RunState {
     },
     Completed {
         at: Millis,
+        #[serde(with = "serde_bytes")]
         result: Vec<u8>,
     },
     /// Failed `max_attempts` times.
-    Dead {
-        at: Millis,
-        error: String,
-    },
+    Dead { at: Millis, error: String },
 }
 
 impl RunState {
@@ -177,6 +175,7 @@ pub struct RunCounts {
 pub struct ScheduleInfo {
     pub id: String,
     pub spec: Spec,
+    #[serde(with = "serde_bytes")]
     pub job: Vec<u8>,
     pub policy: Policy,
     pub paused: bool,
@@ -222,6 +221,7 @@ pub struct Claimed {
     pub run: RunId,
     pub token: FencingToken,
     pub attempt: u32,
+    #[serde(with = "serde_bytes")]
     pub job: Vec<u8>,
     /// The log clock of the claim: `claimed_at - fire_time` is the due delay of a first attempt.
     pub claimed_at: Millis,

@@ -31,6 +31,7 @@ enum Stored {
 struct Schedule {
     spec: Spec,
     stored: Stored,
+    #[serde(with = "serde_bytes")]
     job: Vec<u8>,
     policy: Policy,
     paused: bool,
