@@ -4,7 +4,7 @@
 # kv-put), ROUNDS times, then loads 1,000,000 keys of 100 bytes into fresh plinth and etcd for
 # the memory comparison, and writes the results into docs/benchmarks.md between the
 # `compare.sh` markers: the machine, the command, one table per workload with each system's
-# median figures, and plinth's ratio to the best peer. Stops everything it started on exit.
+# median figures, and plinth's ratio to each peer. Stops everything it started on exit.
 #
 #   bench/compare.sh                      # ROUNDS=3 DURATION=5s MEMORY_KEYS=1000000
 #   ROUNDS=1 DURATION=2s MEMORY_KEYS=100000 bench/compare.sh   # a quick look
@@ -126,10 +126,15 @@ log "writing docs/benchmarks.md"
   echo "  message: send, receive, ack; \`queue-batch-10\` sends 10 at once and takes 10 (ops/s counts messages, latency"
   echo "  is per cycle). Delivery is from the send to the receiver's hands (queues) or from the put to each of 100"
   echo "  watchers (watch-fanout, one writer at 200 puts/s). Server CPU and peak RSS come from \`/proc/<pid>\`."
+  echo "- The raw reports are in \`docs/benchmarks-results.jsonl\`; \`plinth-bench tables docs/benchmarks-results.jsonl\`"
+  echo "  prints these tables again."
   echo
   "$BENCH" tables "$RESULTS"
   echo "<!-- compare.sh end -->"
 } >"$OUT/section.md"
+
+# The raw reports, one JSON object a line, beside the page: `plinth-bench tables` reads them.
+cp "$RESULTS" docs/benchmarks-results.jsonl
 
 python3 - "$OUT/section.md" <<'PY'
 import re, sys

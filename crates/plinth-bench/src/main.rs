@@ -63,7 +63,7 @@ enum Cli {
     /// Run one workload against one system and print (and append to --json) its report.
     Run(RunArgs),
     /// Read reports (JSON lines) and print markdown tables: medians per workload, system and
-    /// concurrency, and plinth's ratio to the best peer.
+    /// concurrency, and plinth's ratio to each peer.
     Tables {
         /// The JSON-lines file `run --json` appended to.
         file: PathBuf,

@@ -71,6 +71,7 @@ impl NodeConfig {
         plinth_wal::WalOptions {
             segment_bytes_max: self.wal_segment_bytes_max,
             sync: self.wal_sync,
+            ..plinth_wal::WalOptions::default()
         }
     }
 

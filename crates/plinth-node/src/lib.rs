@@ -97,6 +97,7 @@ mod storage_suite {
             let opts = plinth_wal::WalOptions {
                 segment_bytes_max: 4096,
                 sync: false,
+                ..plinth_wal::WalOptions::default()
             };
             let log = LogStore::open(&dir.path().join("wal"), opts).expect("log store opens");
             let sm =

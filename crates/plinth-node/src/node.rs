@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{
@@ -29,6 +29,9 @@ use crate::{LogRequest, Raft, TypeConfig};
 /// timeout (at most 300 ms); the margin covers a slow disk during recovery.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a snapshot asked for may take to build before it is asked for again.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
+
 /// A running replica. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -51,6 +54,9 @@ pub(crate) struct NodeInner {
     orphans_abandoned: AtomicBool,
     /// The log's appended bytes when the last snapshot was asked for.
     snapshot_log_mark: AtomicU64,
+    /// The applied index a snapshot was last asked for at, and when: until one at least that
+    /// new is built, no other is asked for.
+    snapshot_pending: Mutex<Option<(u64, Instant)>>,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -112,6 +118,7 @@ impl Node {
                 shutting_down: AtomicBool::new(false),
                 orphans_abandoned: AtomicBool::new(false),
                 snapshot_log_mark: AtomicU64::new(0),
+                snapshot_pending: Mutex::new(None),
                 ticker: Mutex::new(None),
             }),
         };
@@ -325,6 +332,21 @@ impl Node {
         if applied.saturating_sub(last) < self.inner.cfg.snapshot_logs_since_last {
             return;
         }
+        {
+            // One asked for and not yet built (openraft ignores a second ask meanwhile); a build
+            // that failed is asked for again after a while.
+            let pending = self
+                .inner
+                .snapshot_pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((index, since)) = *pending
+                && last <= index
+                && since.elapsed() < SNAPSHOT_RETRY
+            {
+                return;
+            }
+        }
         let appended = self.inner.log.appended_bytes();
         let since = appended.saturating_sub(self.inner.snapshot_log_mark.load(Ordering::Relaxed));
         if since < self.inner.sm.snapshot_bytes() as u64 {
@@ -332,10 +354,16 @@ impl Node {
         }
         // Asked while one is being built, openraft lets the one in progress finish.
         match self.inner.raft.trigger().snapshot().await {
-            Ok(()) => self
-                .inner
-                .snapshot_log_mark
-                .store(appended, Ordering::Relaxed),
+            Ok(()) => {
+                self.inner
+                    .snapshot_log_mark
+                    .store(appended, Ordering::Relaxed);
+                *self
+                    .inner
+                    .snapshot_pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((applied, Instant::now()));
+            }
             Err(e) => tracing::warn!(error = %e, "could not trigger a snapshot"),
         }
     }

@@ -60,7 +60,15 @@ pub(crate) fn recover(
         let scanned = scan(&bytes, first_lsn);
         let mut len_bytes = bytes.len() as u64;
 
-        if let Some(stop) = scanned.stop {
+        if let Some(stop) = &scanned.stop
+            && is_last
+            && bytes[stop.offset..].iter().all(|b| *b == 0)
+        {
+            // Zeros after the last record: a preallocated segment's room, or a file whose new
+            // size reached the disk before its data. Nothing was written there, so nothing is
+            // cut; appends go on over the zeros.
+            len_bytes = stop.offset as u64;
+        } else if let Some(stop) = scanned.stop {
             let next_lsn = first_lsn + scanned.offsets.len() as u64;
             if !is_last || !stop.may_be_torn {
                 return Err(WalError::corrupt(&path, stop.offset as u64, stop.reason));

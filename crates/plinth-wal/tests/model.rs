@@ -32,6 +32,7 @@ fn options() -> WalOptions {
     WalOptions {
         segment_bytes_max: 300,
         sync: false,
+        ..WalOptions::default()
     }
 }
 

@@ -11,9 +11,18 @@ use plinth_wal::{Wal, WalError, WalOptions};
 const PAYLOAD_BYTES: usize = 40;
 const RECORD_BYTES: u64 = HEADER_BYTES + PAYLOAD_BYTES as u64;
 
+/// Default options but with segment files exactly as long as their records, so these tests can
+/// lay out and damage files byte by byte. Preallocated segments have tests of their own below.
+fn exact() -> WalOptions {
+    WalOptions {
+        preallocate: false,
+        ..WalOptions::default()
+    }
+}
+
 /// A synced single-segment log of records 1..=n; returns its only segment file.
 fn write_log(dir: &Path, n: u64) -> PathBuf {
-    let wal = Wal::open(dir, WalOptions::default()).expect("open");
+    let wal = Wal::open(dir, exact()).expect("open");
     append_all(&wal, 1..=n, 0, PAYLOAD_BYTES);
     wal.sync().expect("sync");
     drop(wal);
@@ -31,7 +40,7 @@ fn log_with_segment(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn open_err(dir: &Path) -> WalError {
-    Wal::open(dir, WalOptions::default()).expect_err("open must refuse the log")
+    Wal::open(dir, exact()).expect_err("open must refuse the log")
 }
 
 fn assert_corrupt_at(err: &WalError, file: &Path, at: u64) {
@@ -60,8 +69,8 @@ fn a_torn_last_record_is_cut_at_every_byte_offset_and_the_log_continues() {
 
     for cut in last_start..whole.len() as u64 {
         let (dir, path) = log_with_segment(&name, &whole[..cut as usize]);
-        let wal = Wal::open(dir.path(), WalOptions::default())
-            .unwrap_or_else(|e| panic!("open with {cut} bytes: {e}"));
+        let wal =
+            Wal::open(dir.path(), exact()).unwrap_or_else(|e| panic!("open with {cut} bytes: {e}"));
         assert_eq!(wal.last_lsn(), Some(N - 1), "cut at {cut}");
         assert_eq!(
             wal.read(1, N + 1).expect("read"),
@@ -77,7 +86,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset_and_the_log_continues() {
         append_all(&wal, N..=N, 9, PAYLOAD_BYTES);
         wal.sync().expect("sync");
         drop(wal);
-        let wal = Wal::open(dir.path(), WalOptions::default()).expect("reopen");
+        let wal = Wal::open(dir.path(), exact()).expect("reopen");
         let mut want = expected(1..N, 0, PAYLOAD_BYTES);
         want.extend(expected(N..=N, 9, PAYLOAD_BYTES));
         assert_eq!(wal.read(1, N + 1).expect("read"), want, "cut at {cut}");
@@ -93,26 +102,107 @@ fn a_checksum_failure_in_the_very_last_record_is_a_torn_tail() {
     bytes[last] ^= 0xFF;
     fs::write(&segment, &bytes).expect("write");
 
-    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    let wal = Wal::open(dir.path(), exact()).expect("open");
     assert_eq!(wal.last_lsn(), Some(4));
 }
 
 #[test]
-fn a_zero_filled_tail_is_a_torn_tail() {
-    // Filesystems may persist a file's new size before its data, which reads
-    // back as zeros after a crash.
+fn a_zero_filled_tail_is_room_not_damage() {
+    // Filesystems may persist a file's new size before its data, which reads back as zeros
+    // after a crash; a preallocated segment has zeros after its last record by design. Nothing
+    // was written there: nothing is cut, and the next append lands right after record 5.
     let dir = tempfile::tempdir().expect("tempdir");
     let segment = write_log(dir.path(), 5);
     let mut bytes = fs::read(&segment).expect("read");
     bytes.resize(bytes.len() + 3 * RECORD_BYTES as usize, 0);
     fs::write(&segment, &bytes).expect("write");
 
-    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    let wal = Wal::open(dir.path(), exact()).expect("open");
     assert_eq!(wal.last_lsn(), Some(5));
+    assert_eq!(wal.size_bytes(), 5 * RECORD_BYTES);
+    append_all(&wal, 6..=7, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    let wal = Wal::open(dir.path(), exact()).expect("reopen");
+    assert_eq!(wal.last_lsn(), Some(7));
+    assert_eq!(
+        wal.read(1, 8).expect("read"),
+        expected(1..=7, 0, PAYLOAD_BYTES)
+    );
+}
+
+#[test]
+fn a_preallocated_segment_is_its_full_size_and_reopens_with_the_same_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = WalOptions {
+        segment_bytes_max: 8 * RECORD_BYTES,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    append_all(&wal, 1..=3, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    let files = segment_files(dir.path());
+    assert_eq!(
+        fs::metadata(&files[0]).expect("stat").len(),
+        8 * RECORD_BYTES
+    );
+    assert_eq!(wal.size_bytes(), 3 * RECORD_BYTES);
+    drop(wal);
+
+    let wal = Wal::open(dir.path(), opts.clone()).expect("reopen");
+    assert_eq!(wal.last_lsn(), Some(3));
+    // Past the segment's size: the full one is cut to its records, the new one preallocated.
+    append_all(&wal, 4..=12, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        fs::metadata(&files[0]).expect("stat").len(),
+        8 * RECORD_BYTES
+    );
+    assert_eq!(
+        fs::metadata(&files[1]).expect("stat").len(),
+        8 * RECORD_BYTES
+    );
+    drop(wal);
+    let wal = Wal::open(dir.path(), opts).expect("reopen");
+    assert_eq!(
+        wal.read(1, 13).expect("read"),
+        expected(1..=12, 0, PAYLOAD_BYTES)
+    );
+}
+
+#[test]
+fn a_torn_record_in_a_preallocated_segment_is_cut_and_the_room_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = WalOptions {
+        segment_bytes_max: 16 * RECORD_BYTES,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    append_all(&wal, 1..=4, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    // Half of record 4 reached the disk; the rest of the file is the preallocated zeros.
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = fs::read(&segment).expect("read");
+    let half = (3 * RECORD_BYTES + RECORD_BYTES / 2) as usize;
+    bytes[half..].fill(0);
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    assert_eq!(wal.last_lsn(), Some(3));
     assert_eq!(
         fs::metadata(&segment).expect("stat").len(),
-        5 * RECORD_BYTES
+        16 * RECORD_BYTES
     );
+    append_all(&wal, 4..=5, 1, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    let wal = Wal::open(dir.path(), opts).expect("reopen");
+    let mut want = expected(1..=3, 0, PAYLOAD_BYTES);
+    want.extend(expected(4..=5, 1, PAYLOAD_BYTES));
+    assert_eq!(wal.read(1, 6).expect("read"), want);
 }
 
 #[test]
@@ -122,7 +212,7 @@ fn a_torn_first_record_leaves_an_empty_log_that_accepts_any_start() {
     let bytes = fs::read(&segment).expect("read");
     fs::write(&segment, &bytes[..7]).expect("write");
 
-    let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    let wal = Wal::open(dir.path(), exact()).expect("open");
     assert_eq!((wal.first_lsn(), wal.last_lsn()), (None, None));
     assert!(segment_files(dir.path()).is_empty());
     append_all(&wal, 50..=50, 0, 8);

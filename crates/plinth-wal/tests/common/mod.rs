@@ -13,6 +13,7 @@ pub fn synced(segment_bytes_max: u64) -> WalOptions {
     WalOptions {
         segment_bytes_max,
         sync: true,
+        ..WalOptions::default()
     }
 }
 
