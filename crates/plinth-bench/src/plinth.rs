@@ -28,39 +28,25 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
     };
     let run_id = args.run_id.clone();
     let value_size = args.value_size;
+    // Puts of unique keys: the kv-put and kv-load workloads, and the preload of kv-get.
+    let put_op: Op = {
+        let (pick, run_id) = (pick.clone(), run_id.clone());
+        let value = Arc::new(vec![b'v'; value_size]);
+        op(move |worker, seq| {
+            let (client, value) = (pick(worker), value.clone());
+            let key = format!("bench/{run_id}/{seq:012}");
+            async move {
+                client.put(key, value.as_slice()).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+    };
     match workload {
-        Workload::KvPut | Workload::KvLoad => {
-            let value = Arc::new(vec![b'v'; value_size]);
-            let op: Op = op(move |worker, seq| {
-                let (client, value) = (pick(worker), value.clone());
-                let key = format!("bench/{run_id}/{seq:012}");
-                async move {
-                    client.put(key, value.as_slice()).await?;
-                    Ok(())
-                }
-                .boxed()
-            });
-            Ok(Outcome::closed(closed_loop(load, op).await))
-        }
+        Workload::KvPut | Workload::KvLoad => Ok(Outcome::closed(closed_loop(load, put_op).await)),
         Workload::KvGet => {
             let keys = args.keys;
-            {
-                let (pick, run_id) = (pick.clone(), run_id.clone());
-                let value = Arc::new(vec![b'v'; value_size]);
-                preload(
-                    keys,
-                    op(move |worker, seq| {
-                        let (client, value) = (pick(worker), value.clone());
-                        let key = format!("bench/{run_id}/{seq:012}");
-                        async move {
-                            client.put(key, value.as_slice()).await?;
-                            Ok(())
-                        }
-                        .boxed()
-                    }),
-                )
-                .await?;
-            }
+            preload(keys, put_op).await?;
             let op: Op = op(move |worker, _| {
                 let client = pick(worker);
                 let key = format!("bench/{run_id}/{:012}", fastrand::u64(..keys));
