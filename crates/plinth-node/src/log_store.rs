@@ -116,9 +116,13 @@ impl LogStore {
     /// at shutdown after the Raft core has stopped.
     pub(crate) fn close(&self) -> Result<(), NodeError> {
         let synced = self.inner.wal.sync();
-        self.inner
-            .committed
-            .flushed(self.inner.wal.last_lsn().map_or(0, |l| l + 1));
+        // Only a log that reached the disk may be claimed durable: a hint ahead of it would send
+        // a restart after entries it does not have.
+        if synced.is_ok() {
+            self.inner
+                .committed
+                .flushed(self.inner.wal.last_lsn().map_or(0, |l| l + 1));
+        }
         self.inner.committed.stop_and_join();
         synced.map_err(|e| NodeError::Storage(e.to_string()))
     }

@@ -32,6 +32,10 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How long a snapshot asked for may take to build before it is asked for again.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
 
+/// A snapshot is due after this many `snapshot_logs_since_last` intervals whatever the log's
+/// bytes.
+const SNAPSHOT_ENTRIES_FACTOR: u64 = 10;
+
 /// A running replica. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -52,11 +56,11 @@ pub(crate) struct NodeInner {
     shutting_down: AtomicBool,
     /// Whether this process has abandoned the lock waits its node's previous process left.
     orphans_abandoned: AtomicBool,
-    /// The log's appended bytes when the last snapshot was asked for.
+    /// The log's appended bytes when the last snapshot built was asked for.
     snapshot_log_mark: AtomicU64,
-    /// The applied index a snapshot was last asked for at, and when: until one at least that
-    /// new is built, no other is asked for.
-    snapshot_pending: Mutex<Option<(u64, Instant)>>,
+    /// The applied index a snapshot was last asked for at, when, and the log's appended bytes
+    /// then: until one at least that new is built, no other is asked for.
+    snapshot_pending: Mutex<Option<(u64, Instant, u64)>>,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -329,40 +333,52 @@ impl Node {
                 m.snapshot.map_or(0, |l| l.index + 1),
             )
         };
-        if applied.saturating_sub(last) < self.inner.cfg.snapshot_logs_since_last {
+        let entries = applied.saturating_sub(last);
+        if entries < self.inner.cfg.snapshot_logs_since_last {
             return;
         }
+        let appended = self.inner.log.appended_bytes();
         {
-            // One asked for and not yet built (openraft ignores a second ask meanwhile); a build
-            // that failed is asked for again after a while.
-            let pending = self
+            let mut pending = self
                 .inner
                 .snapshot_pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some((index, since)) = *pending
-                && last <= index
-                && since.elapsed() < SNAPSHOT_RETRY
-            {
-                return;
+            if let Some((index, asked_at, appended_then)) = *pending {
+                if last > index {
+                    // Built: the log it lets go of is what had been appended when it was asked.
+                    self.inner
+                        .snapshot_log_mark
+                        .store(appended_then, Ordering::Relaxed);
+                    *pending = None;
+                } else if asked_at.elapsed() < SNAPSHOT_RETRY {
+                    // Asked for and not built yet (openraft ignores a second ask meanwhile); a
+                    // build that failed is asked for again after a while.
+                    return;
+                }
             }
         }
-        let appended = self.inner.log.appended_bytes();
         let since = appended.saturating_sub(self.inner.snapshot_log_mark.load(Ordering::Relaxed));
-        if since < self.inner.sm.snapshot_bytes() as u64 {
+        // Past SNAPSHOT_ENTRIES_FACTOR intervals a snapshot is due whatever the bytes: a large
+        // state changed by small commands must not let the log (and a restart's replay) grow
+        // without bound in entries.
+        let overdue = entries
+            >= self
+                .inner
+                .cfg
+                .snapshot_logs_since_last
+                .saturating_mul(SNAPSHOT_ENTRIES_FACTOR);
+        if since < self.inner.sm.snapshot_bytes() as u64 && !overdue {
             return;
         }
-        // Asked while one is being built, openraft lets the one in progress finish.
         match self.inner.raft.trigger().snapshot().await {
             Ok(()) => {
-                self.inner
-                    .snapshot_log_mark
-                    .store(appended, Ordering::Relaxed);
                 *self
                     .inner
                     .snapshot_pending
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some((applied, Instant::now()));
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some((applied, Instant::now(), appended));
             }
             Err(e) => tracing::warn!(error = %e, "could not trigger a snapshot"),
         }

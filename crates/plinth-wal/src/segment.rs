@@ -19,7 +19,8 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<File>,
     /// `offsets[i]` is where the record with lsn `first_lsn + i` starts.
     pub(crate) offsets: Vec<u64>,
-    /// Bytes of whole records; the file is never longer once recovery is done.
+    /// Bytes of whole records. Only the active segment's file may be longer: the room of a
+    /// preallocation, or zeros recovery found after its last record; rollover cuts them.
     pub(crate) len_bytes: u64,
 }
 

@@ -282,7 +282,8 @@ impl Wal {
         self.handle.shared.fsyncs.load(Ordering::Relaxed)
     }
 
-    /// Bytes of all segment files together.
+    /// Bytes of the records in all segments: the log's size. Preallocated room after the last
+    /// record is not counted, so the files on disk can take up to `segment_bytes_max` more.
     pub fn size_bytes(&self) -> u64 {
         let state = self.handle.shared.state_for_stats();
         state.segments.iter().map(|s| s.len_bytes).sum()
@@ -575,8 +576,15 @@ impl Shared {
     /// is fsynced so the new file's name survives a crash.
     fn roll_over(&self, state: &mut State, first_lsn: Lsn) -> Result<(), WalError> {
         if let Some(previous) = state.segments.last() {
-            // A sealed segment holds its records and nothing after them.
-            if self.opts.preallocate {
+            // A sealed segment holds its records and nothing after them: not the room of a
+            // preallocation, nor zeros that recovery found after its last record (which would
+            // read as damage once the segment is no longer the last).
+            let file_bytes = previous
+                .file
+                .metadata()
+                .map_err(|e| WalError::io(&previous.path, e))?
+                .len();
+            if file_bytes > previous.len_bytes {
                 previous
                     .file
                     .set_len(previous.len_bytes)

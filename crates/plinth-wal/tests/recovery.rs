@@ -324,3 +324,36 @@ fn an_empty_earlier_segment_is_corruption() {
     let err = open_err(dir.path());
     assert_corrupt_at(&err, &files[0], 0);
 }
+
+#[test]
+fn zeros_kept_as_room_are_cut_when_their_segment_is_sealed() {
+    // Recovery keeps the zeros after the last record; once the segment is no longer the last,
+    // they would read as damage, so rollover cuts them, with or without preallocation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = WalOptions {
+        segment_bytes_max: 8 * RECORD_BYTES,
+        ..exact()
+    };
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    append_all(&wal, 1..=3, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes.resize(bytes.len() + 2 * RECORD_BYTES as usize, 0);
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    append_all(&wal, 4..=12, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    assert_eq!(
+        fs::metadata(&segment).expect("stat").len(),
+        8 * RECORD_BYTES
+    );
+    let wal = Wal::open(dir.path(), opts).expect("reopen");
+    assert_eq!(
+        wal.read(1, 13).expect("read"),
+        expected(1..=12, 0, PAYLOAD_BYTES)
+    );
+}
