@@ -1,5 +1,6 @@
 //! NodeConfig: what an operator chooses for a replica, and the openraft settings derived from it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +25,14 @@ pub struct NodeConfig {
     /// The address other replicas and clients use to reach this node (told to followers'
     /// clients in `NOT_LEADER`).
     pub advertise_addr: String,
+    /// The cluster's voting members when it forms, id → address, this node among them. Read
+    /// once, on a pristine data directory: every member started with the same list initializes
+    /// the same cluster, and whichever wins the first election leads it. Empty (or this node
+    /// alone): a cluster of this node only, led by it from the first start.
+    pub peers: BTreeMap<u64, String>,
+    /// Start without forming a cluster and wait to be added to one (`cluster add-learner` on
+    /// its leader). Ignored on a directory that already holds a log.
+    pub join: bool,
     /// How often the leader checks whether a lease is due and proposes a `Tick`.
     pub tick_interval: Duration,
     /// A snapshot is taken once at least this many log entries have been applied since the last
@@ -50,6 +59,8 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("plinth-data"),
             node_id: 1,
             advertise_addr: "127.0.0.1:7070".to_owned(),
+            peers: BTreeMap::new(),
+            join: false,
             tick_interval: Duration::from_millis(100),
             snapshot_logs_since_last: 10_000,
             wal_sync: true,
@@ -76,8 +87,25 @@ impl NodeConfig {
         }
     }
 
+    /// Whether this node forms a cluster of itself alone, which it leads from the start.
+    pub(crate) fn alone(&self) -> bool {
+        !self.join && self.peers.keys().all(|id| *id == self.node_id)
+    }
+
     /// The openraft configuration, checked by openraft's own validation.
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, NodeError> {
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
+            return Err(NodeError::Config(format!(
+                "peers lists nodes {:?} but not this node, {}; list every member, this one too",
+                self.peers.keys().collect::<Vec<_>>(),
+                self.node_id
+            )));
+        }
+        if self.node_id == 0 {
+            return Err(NodeError::Config(
+                "node_id is 0; node ids start at 1".to_owned(),
+            ));
+        }
         if self.snapshot_logs_since_last == 0 {
             return Err(NodeError::Config(
                 "snapshot_logs_since_last is 0; it must be at least 1".to_owned(),
@@ -98,6 +126,12 @@ impl NodeConfig {
             // blank entry is what re-commits (and so re-applies) the whole durable log before the
             // first read is served. It costs one election timeout per restart.
             enable_leader_restore: Some(false),
+            // A node cut off from the others asks before it campaigns, so its return does not
+            // depose a healthy leader with an inflated term.
+            enable_pre_vote: Some(true),
+            // Entries per append: enough to share one round trip, few enough that a batch of
+            // large commands stays a bounded message.
+            max_payload_entries: 64,
             ..Default::default()
         };
         config

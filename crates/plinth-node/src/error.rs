@@ -26,6 +26,10 @@ pub enum NodeError {
     /// The configuration cannot work; the node did not start.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A membership change the cluster cannot make as asked (an unknown node, a change already in
+    /// progress, removing the last voter).
+    #[error("{0}")]
+    Refused(String),
     /// The node is shutting down or has shut down.
     #[error("the node is shutting down")]
     ShuttingDown,

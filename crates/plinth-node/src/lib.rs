@@ -11,10 +11,11 @@
 //! only, and an openraft upgrade stays inside this crate.
 //!
 //! Layout: `config` (what an operator sets), `log_store` (RaftLogStorage on the WAL),
-//! `state_machine` (RaftStateMachine on core, snapshots), `network` (the placeholder transport),
+//! `state_machine` (RaftStateMachine on core, snapshots), `network` (the Raft transport between replicas), `cluster` (membership and its status),
 //! `node` (the handle: start, propose, read, status, shutdown), `watch` (event fan-out),
 //! `ticker` (the task that proposes `Tick` and `Refresh`), `error`.
 
+mod cluster;
 mod config;
 mod error;
 mod log_store;
@@ -29,8 +30,10 @@ use std::fmt;
 use plinth_core::{Command, Request};
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{ClusterStatus, Member};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
+pub use network::{PeerServer, PeerService};
 pub use node::{Node, Status};
 pub use watch::{WatchBatch, Watcher};
 

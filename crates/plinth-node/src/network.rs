@@ -1,68 +1,317 @@
-//! The Raft transport between replicas — for now a placeholder that reaches nobody.
+//! The Raft transport between replicas: openraft's RPCs over the internal `plinth.peer.v1.Peer`
+//! gRPC service, which every node serves on its API port beside the public services.
 //!
-//! This is the one deliberate placeholder in the crate: a single-member cluster never sends a
-//! Raft RPC (it is its own quorum), but openraft needs a network factory to be built. Every RPC
-//! answers `Unreachable` ("no cluster transport yet"), which openraft treats as a peer it backs
-//! off from, so if a peer were ever configured the leader would simply not replicate to it. The
-//! real transport (Raft RPCs over the server's port) replaces this file in a later issue.
+//! Each message names the node it is meant for and carries a postcard encoding of openraft's own
+//! request; the receiving node refuses a message meant for another id, so a replica that now
+//! answers at a reused address is never taken for the one that left it. Snapshots travel as a
+//! client stream of chunks: the leader's vote and the snapshot's meta first, then the bytes.
+//! Connections are lazy and reconnect by themselves; an RPC that cannot reach its peer answers
+//! `Unreachable`, which makes openraft back off from that peer and retry.
 
 use std::future::Future;
+use std::time::Duration;
 
+use futures::StreamExt as _;
 use openraft::OptionalSend;
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
 
-use crate::{TypeConfig, Vote};
+use crate::{Raft, SnapshotMeta, TypeConfig, Vote};
 
-const NO_TRANSPORT: &str = "no cluster transport yet: this build runs a single-member cluster only";
+#[allow(clippy::all, clippy::pedantic)]
+pub(crate) mod pb {
+    tonic::include_proto!("plinth.peer.v1");
+}
+
+pub use pb::peer_server::PeerServer;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
-/// Hands out [`NoTransport`] clients.
-pub(crate) struct NoTransport;
+/// How long a peer may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The bytes of a snapshot in one chunk of the install stream.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How long a whole snapshot may take to send and install.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The largest peer message: an append can carry a batch of commands that each carry up to the
+/// bulk limit of the public API.
+pub(crate) const PEER_MESSAGE_BYTES_MAX: usize = 1 << 30;
 
-fn unreachable() -> Unreachable<TypeConfig> {
-    Unreachable::from_string(NO_TRANSPORT)
-}
+/// Hands out a [`PeerClient`] per target; openraft keeps one per replication stream.
+pub(crate) struct PeerNetwork;
 
-impl RaftNetworkFactory<TypeConfig> for NoTransport {
-    type Network = NoTransport;
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, node: &openraft::BasicNode) -> Self::Network {
-        tracing::warn!(target, addr = %node.addr, "{NO_TRANSPORT}");
-        NoTransport
+    async fn new_client(&mut self, target: u64, node: &openraft::BasicNode) -> PeerClient {
+        PeerClient::new(target, &node.addr)
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoTransport {
+/// The RPCs to one peer, over one lazily connected HTTP/2 channel.
+pub(crate) struct PeerClient {
+    target: u64,
+    /// `None` when the peer's address is not a usable URL; every RPC then answers `Unreachable`.
+    client: Result<pb::peer_client::PeerClient<Channel>, String>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    PreVote,
+    TransferLeader,
+}
+
+impl PeerClient {
+    fn new(target: u64, addr: &str) -> PeerClient {
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let client = Endpoint::from_shared(url)
+            .map(|e| {
+                let channel = e
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .connect_lazy();
+                pb::peer_client::PeerClient::new(channel)
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            })
+            .map_err(|e| format!("node {target}'s address {addr:?} is not usable: {e}"));
+        PeerClient { target, client }
+    }
+
+    fn client(&self) -> Result<pb::peer_client::PeerClient<Channel>, Unreachable<TypeConfig>> {
+        self.client.clone().map_err(Unreachable::from_string)
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let message = pb::PeerMessage {
+            target: self.target,
+            payload: encode(request).map_err(RPCError::Network)?,
+        };
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(message).await,
+                Rpc::Vote => client.vote(message).await,
+                Rpc::PreVote => client.pre_vote(message).await,
+                Rpc::TransferLeader => client.transfer_leader(message).await,
+            }
+        };
+        let reply = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::from_string(format!(
+                    "node {} did not answer within {ttl:?}",
+                    self.target
+                )))
+            })?
+            .map_err(|s| RPCError::Unreachable(unreachable(self.target, &s)))?;
+        decode(&reply.into_inner().payload).map_err(RPCError::Network)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable()))
+        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable()))
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::TransferLeader, &req, option.hard_ttl())
+            .await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(unreachable()))
+        let mut client = self.client()?;
+        let target = self.target;
+        let head = pb::PeerMessage {
+            target,
+            payload: encode(&(vote, snapshot.meta)).map_err(StreamingError::Network)?,
+        };
+        let data = snapshot.snapshot;
+        let chunks = (0..data.len().div_ceil(SNAPSHOT_CHUNK_BYTES)).map(move |i| {
+            let end = ((i + 1) * SNAPSHOT_CHUNK_BYTES).min(data.len());
+            pb::PeerMessage {
+                target,
+                payload: data[i * SNAPSHOT_CHUNK_BYTES..end].to_vec(),
+            }
+        });
+        let stream = futures::stream::iter(std::iter::once(head).chain(chunks));
+        let send = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.install_snapshot(stream));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = send => {
+                let reply = reply
+                    .map_err(|_| {
+                        StreamingError::Unreachable(Unreachable::from_string(format!(
+                            "node {target} did not install the snapshot within {SNAPSHOT_TIMEOUT:?}"
+                        )))
+                    })?
+                    .map_err(|s| StreamingError::Unreachable(unreachable(target, &s)))?;
+                decode(&reply.into_inner().payload).map_err(StreamingError::Network)
+            }
+        }
+    }
+}
+
+fn unreachable(target: u64, status: &tonic::Status) -> Unreachable<TypeConfig> {
+    Unreachable::from_string(format!(
+        "node {target}: {} ({:?})",
+        status.message(),
+        status.code()
+    ))
+}
+
+fn encode(value: &impl Serialize) -> Result<Vec<u8>, NetworkError<TypeConfig>> {
+    postcard::to_allocvec(value)
+        .map_err(|e| NetworkError::from_string(format!("cannot encode a peer message: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, NetworkError<TypeConfig>> {
+    postcard::from_bytes(payload)
+        .map_err(|e| NetworkError::from_string(format!("cannot decode a peer message: {e}")))
+}
+
+/// The receiving end: hands each peer message to this node's Raft.
+pub struct PeerService {
+    pub(crate) node_id: u64,
+    pub(crate) raft: Raft,
+}
+
+impl PeerService {
+    fn check_target(&self, target: u64) -> Result<(), tonic::Status> {
+        if target == self.node_id {
+            Ok(())
+        } else {
+            Err(tonic::Status::failed_precondition(format!(
+                "this is node {}, not node {target}",
+                self.node_id
+            )))
+        }
+    }
+
+    fn open<T: DeserializeOwned>(
+        &self,
+        message: tonic::Request<pb::PeerMessage>,
+    ) -> Result<T, tonic::Status> {
+        let message = message.into_inner();
+        self.check_target(message.target)?;
+        decode(&message.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+    }
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+    let value = result.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let payload = encode(&value).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(pb::PeerMessage { target: 0, payload }))
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<pb::PeerMessage>,
+    ) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open(request)?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<pb::PeerMessage>,
+    ) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+        let rpc: VoteRequest<TypeConfig> = self.open(request)?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: tonic::Request<pb::PeerMessage>,
+    ) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+        let rpc: VoteRequest<TypeConfig> = self.open(request)?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: tonic::Request<pb::PeerMessage>,
+    ) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = self.open(request)?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::PeerMessage>>,
+    ) -> Result<tonic::Response<pb::PeerMessage>, tonic::Status> {
+        let mut stream = request.into_inner();
+        let head = stream
+            .next()
+            .await
+            .ok_or_else(|| tonic::Status::invalid_argument("an empty snapshot stream"))??;
+        self.check_target(head.target)?;
+        let (vote, meta): (Vote, SnapshotMeta) =
+            decode(&head.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?.payload);
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
+        reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }
 }

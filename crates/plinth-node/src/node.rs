@@ -19,7 +19,7 @@ use plinth_core::{Applied, Command, Millis, Request, Revision, State};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::log_store::LogStore;
-use crate::network::NoTransport;
+use crate::network::{PeerNetwork, PeerServer, PeerService};
 use crate::state_machine::{SmShared, StateMachineStore};
 use crate::ticker::Ticker;
 use crate::watch::Watcher;
@@ -107,7 +107,7 @@ impl Node {
         };
         let sm_shared = sm.shared();
         let clock = sm_shared.read().state.clock();
-        let raft = Raft::new(cfg.node_id, raft_config, NoTransport, log.clone(), sm)
+        let raft = Raft::new(cfg.node_id, raft_config, PeerNetwork, log.clone(), sm)
             .await
             .map_err(from_fatal)?;
 
@@ -126,8 +126,15 @@ impl Node {
                 ticker: Mutex::new(None),
             }),
         };
-        match node.become_leader().await {
+        let started = if node.inner.cfg.alone() {
+            node.become_leader().await
+        } else {
+            node.join_cluster().await.map(|()| 0)
+        };
+        match started {
             Ok(term) => {
+                // In a cluster the ticker does the leadership duties of whichever term this
+                // node first leads; alone, `become_leader` did them for `term`.
                 let ticker = Ticker::spawn(
                     Arc::downgrade(&node.inner),
                     node.inner.cfg.tick_interval,
@@ -145,6 +152,45 @@ impl Node {
                 Err(e)
             }
         }
+    }
+
+    /// In a cluster: initializes it from `peers` if this data directory is pristine (every
+    /// member does the same with the same list, which openraft makes safe), or waits to be
+    /// added if told to join. Returns at once: the election needs the other members, which
+    /// reach this node through the server that serves [`Node::peer_service`].
+    async fn join_cluster(&self) -> Result<(), NodeError> {
+        let raft = &self.inner.raft;
+        let cfg = &self.inner.cfg;
+        if cfg.join || raft.is_initialized().await.map_err(from_fatal)? {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = cfg
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(
+                node_id = cfg.node_id,
+                members = ?cfg.peers.keys().collect::<Vec<_>>(),
+                "initialized the cluster"
+            ),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(RaftError::APIError(e)) => return Err(NodeError::Config(e.to_string())),
+            Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
+        }
+        Ok(())
+    }
+
+    /// The internal gRPC service the other members send Raft messages to; the server mounts it
+    /// beside the public API.
+    pub fn peer_service(&self) -> PeerServer<PeerService> {
+        PeerServer::new(PeerService {
+            node_id: self.inner.cfg.node_id,
+            raft: self.inner.raft.clone(),
+        })
+        .max_decoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
     }
 
     /// Initializes the cluster if the log is pristine, waits to be leader, catches up, and runs
@@ -439,6 +485,10 @@ impl Node {
             .then_some(m.current_term)
     }
 
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
     pub(crate) fn state_machine(&self) -> &SmShared {
         &self.inner.sm
     }
@@ -458,26 +508,28 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
+pub(crate) fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
     NodeError::NotLeader {
         leader_id: f.leader_id,
         leader_addr: f.leader_node.map(|n| n.addr),
     }
 }
 
-fn from_write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
+pub(crate) fn from_write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
     match e {
         ClientWriteError::ForwardToLeader(f) => not_leader(f),
         ClientWriteError::LogEntryDiscarded(f) => NodeError::Unavailable(format!(
             "leadership changed before the write committed; it may or may not have been applied ({})",
             not_leader(f)
         )),
-        ClientWriteError::ChangeMembershipError(e) => NodeError::Unavailable(e.to_string()),
+        ClientWriteError::ChangeMembershipError(e) => {
+            NodeError::Refused(format!("the membership change was refused: {e}"))
+        }
         ClientWriteError::PreconditionFailed(e) => NodeError::Unavailable(e.to_string()),
     }
 }
 
-fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
+pub(crate) fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
     match f {
         Fatal::Stopped => NodeError::ShuttingDown,
         Fatal::StorageError(e) => NodeError::Storage(e.to_string()),

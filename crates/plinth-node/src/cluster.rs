@@ -1,0 +1,219 @@
+//! Cluster: who the members are, who leads, how far each has replicated, and the online
+//! membership changes (add a learner, promote it to voter, remove a member, hand leadership to
+//! another voter). Every change goes through openraft's joint consensus, one at a time, and must
+//! be asked of the leader; a follower answers `NotLeader` with the leader's address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use crate::error::NodeError;
+use crate::node::{Node, from_fatal, from_write_error};
+
+/// How long `transfer_leader` waits to see the new leader take over.
+const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+
+/// The cluster as this node sees it. Replication figures are known only on the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: u64,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub applied_index: u64,
+    /// Every member, voters and learners, by id.
+    pub members: Vec<Member>,
+    /// Whether a membership change is still in joint consensus or not yet committed.
+    pub changing: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    /// A voter counts toward quorum; a learner only receives the log.
+    pub voter: bool,
+    /// The last log index the leader knows this member holds (on the leader only; the leader
+    /// itself reports its own last index).
+    pub matched_index: Option<u64>,
+}
+
+impl Node {
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched: BTreeMap<u64, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_leader = m.state == ServerState::Leader;
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: if is_leader && *id == m.id {
+                    m.last_log_index
+                } else {
+                    matched.get(id).copied().flatten()
+                },
+            })
+            .collect();
+        ClusterStatus {
+            node_id: m.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.cluster_committed.map_or(0, |l| l.index),
+            applied_index: self.state_machine().applied_index().unwrap_or(0),
+            members,
+            changing: m.membership_config.log_id() != m.committed_membership_config.log_id()
+                || membership.get_joint_config().len() > 1,
+        }
+    }
+
+    /// The leader this node knows of, with its address: where a call this node cannot serve
+    /// should go. `None` while no leader is known.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow_watched();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Adds `id` at `addr` as a learner and returns once it has caught up with the log (by
+    /// snapshot if it is far behind). Adding a member already present with the same address
+    /// is a no-op.
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), NodeError> {
+        if id == 0 {
+            return Err(NodeError::Refused(
+                "node id 0 is not allowed; node ids start at 1".to_owned(),
+            ));
+        }
+        if let Some(member) = self.cluster_status().members.iter().find(|m| m.id == id) {
+            return if member.addr == addr {
+                Ok(())
+            } else {
+                Err(NodeError::Refused(format!(
+                    "node {id} is already a member at {}; remove it before adding it at {addr}",
+                    member.addr
+                )))
+            };
+        }
+        self.raft()
+            .add_learner(id, BasicNode::new(&addr), true)
+            .await
+            .map(|_| ())
+            .map_err(membership_error)
+    }
+
+    /// Makes learner `id` a voter.
+    pub async fn promote(&self, id: u64) -> Result<(), NodeError> {
+        let status = self.cluster_status();
+        match status.members.iter().find(|m| m.id == id) {
+            None => Err(NodeError::Refused(format!(
+                "node {id} is not a member; add it as a learner first"
+            ))),
+            Some(m) if m.voter => Ok(()),
+            Some(_) => self
+                .raft()
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map(|_| ())
+                .map_err(membership_error),
+        }
+    }
+
+    /// Removes member `id`, voter or learner. A voter leaves the quorum through joint consensus;
+    /// a removed leader steps down once the change commits.
+    pub async fn remove(&self, id: u64) -> Result<(), NodeError> {
+        let status = self.cluster_status();
+        let change = match status.members.iter().find(|m| m.id == id) {
+            None => {
+                return Err(NodeError::Refused(format!("node {id} is not a member")));
+            }
+            Some(m) if m.voter => {
+                if status.members.iter().filter(|m| m.voter).count() == 1 {
+                    return Err(NodeError::Refused(format!(
+                        "node {id} is the only voter; a cluster needs at least one"
+                    )));
+                }
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            }
+            Some(_) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        self.raft()
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(membership_error)
+    }
+
+    /// Hands leadership to voter `to` and waits until this node sees it lead.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), NodeError> {
+        let status = self.cluster_status();
+        if status.leader_id == Some(to) {
+            return Ok(());
+        }
+        if status.leader_id != Some(status.node_id) {
+            return Err(match self.leader() {
+                Some((id, addr)) => NodeError::NotLeader {
+                    leader_id: Some(id),
+                    leader_addr: Some(addr),
+                },
+                None => NodeError::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                },
+            });
+        }
+        if !status.members.iter().any(|m| m.id == to && m.voter) {
+            return Err(NodeError::Refused(format!(
+                "node {to} is not a voter; only a voter can lead"
+            )));
+        }
+        self.raft()
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(from_fatal)?;
+        let deadline = Instant::now() + TRANSFER_WAIT;
+        let mut metrics = self.raft().metrics();
+        loop {
+            if metrics.borrow_watched().current_leader == Some(to) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, metrics.changed()).await.is_err() {
+                return Err(NodeError::Unavailable(format!(
+                    "node {to} did not take over within {TRANSFER_WAIT:?}; it may be behind or unreachable"
+                )));
+            }
+        }
+    }
+}
+
+fn membership_error(
+    e: openraft::errors::RaftError<
+        crate::TypeConfig,
+        openraft::errors::ClientWriteError<crate::TypeConfig>,
+    >,
+) -> NodeError {
+    match e {
+        openraft::errors::RaftError::APIError(e) => from_write_error(e),
+        openraft::errors::RaftError::Fatal(f) => from_fatal(f),
+    }
+}
