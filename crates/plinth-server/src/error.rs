@@ -128,6 +128,9 @@ impl From<NodeError> for ApiError {
                 api.leader = leader_addr.unwrap_or_default();
                 api
             }
+            NodeError::Refused(message) => {
+                ApiError::new(ErrorCode::FailedPrecondition, "id", message)
+            }
             other => ApiError::new(ErrorCode::Unavailable, "", other.to_string()),
         }
     }

@@ -93,6 +93,11 @@ pub fn router(api: Api) -> Router {
         "/v1/registry/resolve" => registry_resolve,
         "/v1/registry/services" => registry_services,
         "/v1/maintenance/status" => maintenance_status,
+        "/v1/cluster/status" => cluster_status,
+        "/v1/cluster/add_learner" => cluster_add_learner,
+        "/v1/cluster/promote" => cluster_promote,
+        "/v1/cluster/remove" => cluster_remove,
+        "/v1/cluster/transfer_leader" => cluster_transfer_leader,
     );
     router
         .route("/v1/kv/watch", post(watch))

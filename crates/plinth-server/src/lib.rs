@@ -1,4 +1,6 @@
-//! plinth's front end: gRPC (tonic) and HTTP/JSON (axum) on one port, both calling one [`Api`].
+//! plinth's front end: gRPC (tonic) and HTTP/JSON (axum) on one port, both calling one [`Api`],
+//! beside the replicas' internal peer service; in a cluster a follower forwards calls to the
+//! leader (see `forward`).
 //!
 //! Architecture invariant: the server validates, maps each call to a command or a read, and
 //! renders the answer; it never decides a primitive's rule (that is plinth-core's) and never
@@ -38,9 +40,11 @@ macro_rules! grpc_service {
 }
 
 mod api;
+mod cluster;
 mod config;
 mod convert;
 mod error;
+mod forward;
 mod http;
 mod kv;
 mod lease;
@@ -53,14 +57,16 @@ mod schedule;
 
 pub use api::Api;
 pub use error::ApiError;
+pub use forward::FORWARDED_BY;
 pub use http::BODY_BYTES_MAX;
 
 use axum::serve::ListenerExt as _;
 use plinth_node::Node;
 use plinth_proto::v1::{
-    config_server::ConfigServer, election_server::ElectionServer, kv_server::KvServer,
-    lease_server::LeaseServer, lock_server::LockServer, maintenance_server::MaintenanceServer,
-    queue_server::QueueServer, registry_server::RegistryServer, scheduler_server::SchedulerServer,
+    cluster_server::ClusterServer, config_server::ConfigServer, election_server::ElectionServer,
+    kv_server::KvServer, lease_server::LeaseServer, lock_server::LockServer,
+    maintenance_server::MaintenanceServer, queue_server::QueueServer,
+    registry_server::RegistryServer, scheduler_server::SchedulerServer,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -97,8 +103,16 @@ pub async fn serve(
                 .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
         )
         .add_service(MaintenanceServer::new(api.clone()))
+        .add_service(ClusterServer::new(api.clone()))
+        .add_service(api.node.peer_service())
         .into_axum_router();
-    let app = http::router(api).merge(grpc);
+    let forwarder = forward::Forwarder::new(api.clone());
+    let app = http::router(api)
+        .merge(grpc)
+        .layer(axum::middleware::from_fn_with_state(
+            forwarder,
+            forward::forward,
+        ));
     let mut stopping = stop_tx.subscribe();
     // Replies go out at once: with Nagle's algorithm on, a reply written in several pieces
     // waits for the client's delayed ACK, about 40 ms on Linux.

@@ -9,6 +9,7 @@ impl Api {
         &self,
         _r: pb::StatusRequest,
     ) -> Result<pb::StatusResponse, ApiError> {
+        // This node's own view, whether it leads or not: an operator asks each node in turn.
         let ((revision, compacted, keys, leases, locks), header) = self
             .read(true, |s| {
                 (

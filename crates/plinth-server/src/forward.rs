@@ -1,0 +1,147 @@
+//! Forwarding: in a cluster any node accepts any call. A node that is not the leader passes the
+//! call, as it came (gRPC or HTTP/JSON, unary or streaming), to the leader it knows, and passes
+//! the leader's answer back; the caller never needs to know which node leads.
+//!
+//! What stays on the node that received it: the peers' Raft messages, the node's own status,
+//! health and metrics. A forwarded call carries `plinth-forwarded-by` and is never forwarded
+//! again: a node that receives one and does not lead answers it itself, which for a write or a
+//! linearizable read is `NOT_LEADER` with the leader's address. With no leader known, the node
+//! answers itself too (`NOT_LEADER`, "no leader is known").
+
+use crate::api::Api;
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderName, HeaderValue};
+use plinth_core::ErrorCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt as _;
+
+/// Set on a call one node forwards to another, to the forwarding node's id.
+pub const FORWARDED_BY: &str = "plinth-forwarded-by";
+
+/// How long the leader may take to accept the forwarding node's connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub(crate) struct Forwarder {
+    api: Api,
+    /// The connection to the leader last forwarded to, by address.
+    leader: Arc<Mutex<Option<(String, Channel)>>>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(api: Api) -> Forwarder {
+        Forwarder {
+            api,
+            leader: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut leader = self.leader.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached, channel)) = leader.as_ref()
+            && cached == addr
+        {
+            return Ok(channel.clone());
+        }
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| format!("the leader's address {addr:?} is not usable: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        *leader = Some((addr.to_owned(), channel.clone()));
+        Ok(channel)
+    }
+}
+
+/// The middleware: serves the call here, or forwards it to the leader.
+pub(crate) async fn forward(State(f): State<Forwarder>, request: Request, next: Next) -> Response {
+    if stays_here(request.uri().path()) || request.headers().contains_key(FORWARDED_BY) {
+        return next.run(request).await;
+    }
+    let me = f.api.node.node_id();
+    match f.api.node.leader() {
+        Some((leader, addr)) if leader != me => proxy(&f, request, me, leader, &addr).await,
+        _ => next.run(request).await,
+    }
+}
+
+fn stays_here(path: &str) -> bool {
+    path.starts_with("/plinth.peer.")
+        || path.starts_with("/plinth.v1.Maintenance/")
+        || matches!(
+            path,
+            "/v1/maintenance/status" | "/metrics" | "/healthz" | "/readyz"
+        )
+}
+
+async fn proxy(f: &Forwarder, mut request: Request, me: u64, leader: u64, addr: &str) -> Response {
+    let grpc = is_grpc(&request);
+    let channel = match f.channel(addr) {
+        Ok(channel) => channel,
+        Err(e) => return unavailable(grpc, e),
+    };
+    let headers = request.headers_mut();
+    // Hop-by-hop headers describe the connection to this node, not the one to the leader.
+    for name in [
+        header::CONNECTION,
+        header::HOST,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    headers.insert(HeaderName::from_static(FORWARDED_BY), HeaderValue::from(me));
+    *request.version_mut() = http::Version::HTTP_2;
+    let request = request.map(tonic::body::Body::new);
+    match channel.oneshot(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => {
+            tracing::debug!(leader, addr, error = %e, "could not forward a call to the leader");
+            unavailable(
+                grpc,
+                format!(
+                    "this node is not the leader and could not reach the leader, node {leader} at {addr}: {e}"
+                ),
+            )
+        }
+    }
+}
+
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn unavailable(grpc: bool, message: String) -> Response {
+    let error = ApiError::new(ErrorCode::Unavailable, "", message);
+    if grpc {
+        tonic::Status::from(error)
+            .into_http::<tonic::body::Body>()
+            .map(axum::body::Body::new)
+    } else {
+        error.into_response()
+    }
+}
