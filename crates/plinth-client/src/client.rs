@@ -1,8 +1,10 @@
-//! Client: one connection (HTTP/2, multiplexed) and a method per call.
+//! Client: one connection (HTTP/2, multiplexed) per endpoint, and a method per call.
 
 use crate::error::Error;
 use crate::lease::KeepAlive;
+use crate::transport::Transport;
 use crate::watch::{Watch, WatchOptions};
+use pb::cluster_client::ClusterClient;
 use pb::config_client::ConfigClient;
 use pb::election_client::ElectionClient;
 use pb::kv_client::KvClient;
@@ -14,7 +16,9 @@ use pb::registry_client::RegistryClient;
 use pb::scheduler_client::SchedulerClient;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+type Channel = Transport;
 
 /// A handle to a plinth server. Cheap to clone; clones share the connection, which reconnects
 /// by itself after the server restarts.
@@ -29,26 +33,65 @@ pub struct Client {
     pub(crate) config: ConfigClient<Channel>,
     pub(crate) registry: RegistryClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
+    cluster: ClusterClient<Channel>,
 }
 
 impl Client {
     /// Connects to `endpoint` (e.g. `http://127.0.0.1:7070`), failing if the server is not there.
+    /// A cluster is several endpoints separated by commas
+    /// (`http://10.0.0.1:7070,http://10.0.0.2:7070`): the client connects to the first that
+    /// answers, and any of them serves any call.
     pub async fn connect(endpoint: impl Into<String>) -> Result<Client, Error> {
-        let endpoint = Self::endpoint(endpoint)?;
-        Ok(Client::from_channel(endpoint.connect().await?))
+        let endpoints = Self::endpoints(endpoint)?;
+        let mut last = None;
+        for e in &endpoints {
+            match e.connect().await {
+                Ok(_) => {
+                    return Ok(Client::from_channel(Transport::new(
+                        endpoints.iter().map(Endpoint::connect_lazy).collect(),
+                    )));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || Error::new(crate::Code::Unavailable, "no endpoint"),
+            Into::into,
+        ))
     }
 
     /// Like [`Client::connect`], but connects on first use: for clients that start before the
     /// server does, or must outlive its restarts.
     pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Client, Error> {
-        Ok(Client::from_channel(
-            Self::endpoint(endpoint)?.connect_lazy(),
-        ))
+        Ok(Client::from_channel(Transport::new(
+            Self::endpoints(endpoint)?
+                .iter()
+                .map(Endpoint::connect_lazy)
+                .collect(),
+        )))
     }
 
-    fn endpoint(endpoint: impl Into<String>) -> Result<Endpoint, Error> {
-        let endpoint = endpoint.into();
-        Ok(Endpoint::from_shared(endpoint.clone())
+    fn endpoints(endpoints: impl Into<String>) -> Result<Vec<Endpoint>, Error> {
+        let endpoints = endpoints.into();
+        let list: Vec<Endpoint> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(Self::endpoint)
+            .collect::<Result<_, _>>()?;
+        if list.is_empty() {
+            return Err(Error::new(
+                crate::Code::InvalidArgument,
+                format!(
+                    "endpoint {endpoints:?} names no server; give a URL such as http://127.0.0.1:7070"
+                ),
+            ));
+        }
+        Ok(list)
+    }
+
+    fn endpoint(endpoint: &str) -> Result<Endpoint, Error> {
+        Ok(Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| {
                 Error::new(
                     crate::Code::InvalidArgument,
@@ -56,7 +99,11 @@ impl Client {
                 )
             })?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true))
+            .tcp_nodelay(true)
+            // A node that stops answering (paused, cut off) is noticed within seconds, so
+            // the next call goes to another endpoint.
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(4)))
     }
 
     fn from_channel(channel: Channel) -> Client {
@@ -81,7 +128,8 @@ impl Client {
             registry: RegistryClient::new(channel.clone())
                 .max_decoding_message_size(128 * 1024 * 1024)
                 .max_encoding_message_size(128 * 1024 * 1024),
-            maintenance: MaintenanceClient::new(channel),
+            maintenance: MaintenanceClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
         }
     }
 
@@ -265,6 +313,69 @@ impl Client {
             .maintenance
             .clone()
             .status(pb::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    // ---- cluster ----
+
+    /// The members, the leader, and how far each member has replicated (as the leader sees it).
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .cluster
+            .clone()
+            .status(pb::ClusterStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Adds node `id`, listening at `address` (host:port), as a learner; answers once it has
+    /// caught up with the log.
+    pub async fn cluster_add_learner(
+        &self,
+        id: u64,
+        address: impl Into<String>,
+    ) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .cluster
+            .clone()
+            .add_learner(pb::ClusterAddLearnerRequest {
+                id,
+                address: address.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Makes learner `id` a voter.
+    pub async fn cluster_promote(&self, id: u64) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .cluster
+            .clone()
+            .promote(pb::ClusterPromoteRequest { id })
+            .await?
+            .into_inner())
+    }
+
+    /// Removes member `id`, voter or learner.
+    pub async fn cluster_remove(&self, id: u64) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .cluster
+            .clone()
+            .remove(pb::ClusterRemoveRequest { id })
+            .await?
+            .into_inner())
+    }
+
+    /// Hands leadership to voter `id`; answers once it leads.
+    pub async fn cluster_transfer_leader(
+        &self,
+        id: u64,
+    ) -> Result<pb::ClusterStatusResponse, Error> {
+        Ok(self
+            .cluster
+            .clone()
+            .transfer_leader(pb::ClusterTransferLeaderRequest { id })
             .await?
             .into_inner())
     }

@@ -21,6 +21,7 @@ mod lock;
 mod queue;
 mod registry;
 mod schedule;
+mod transport;
 mod watch;
 
 pub use client::Client;

@@ -2,12 +2,12 @@
 //! the last revision it delivered so that no event is missed or repeated.
 
 use crate::error::{Code, Error};
+use crate::transport::Transport as Channel;
 use pb::kv_client::KvClient;
 use plinth_proto::v1 as pb;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 /// Which keys to watch, and from where.
 #[derive(Clone, Debug, Default)]
