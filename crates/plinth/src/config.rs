@@ -15,6 +15,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub node_id: Option<u64>,
+    /// e.g. "1=10.0.0.1:7070,2=10.0.0.2:7070,3=10.0.0.3:7070"
+    pub peers: Option<String>,
+    pub advertise: Option<String>,
     /// e.g. "100ms"
     pub tick_interval: Option<String>,
     pub snapshot_logs: Option<u64>,

@@ -1,5 +1,6 @@
 //! The `plinth` binary: `plinth serve` runs a node; every other subcommand is a client of one.
 
+mod cluster;
 mod config;
 mod kv;
 mod lease;
@@ -28,7 +29,8 @@ struct Cli {
 /// Options every client subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClientOpts {
-    /// The server to talk to.
+    /// The server to talk to; for a cluster, its nodes separated by commas (any node serves
+    /// any call).
     #[arg(
         long,
         global = true,
@@ -108,6 +110,15 @@ enum Top {
         #[command(subcommand)]
         command: schedule::WorkerCommand,
     },
+    /// The cluster: members, leader, replication lag, and online membership change.
+    Cluster {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Start a local cluster of replicas on loopback ports, for trying failover by hand.
+    DevCluster(cluster::DevClusterArgs),
     /// The node's status: revision, leader, term, applied index, WAL size.
     Status {
         #[command(flatten)]
@@ -139,6 +150,8 @@ fn main() -> ExitCode {
             Top::Worker { opts, command } => schedule::run_worker(&opts, command).await,
             Top::Config { opts, command } => service_config::run(&opts, command).await,
             Top::Registry { opts, command } => registry::run(&opts, command).await,
+            Top::Cluster { opts, command } => cluster::run(&opts, command).await,
+            Top::DevCluster(args) => cluster::dev_cluster(args).await,
             Top::Status { opts } => output::status(&opts).await,
         }
     });

@@ -3,6 +3,7 @@
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, FileConfig};
 use anyhow::Context as _;
 use plinth_node::{Node, NodeConfig};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,12 +16,27 @@ pub struct ServeArgs {
     /// Address for gRPC and HTTP, one port for both; port 0 picks a free one [default: 127.0.0.1:7070]
     #[arg(long, env = "PLINTH_LISTEN")]
     listen: Option<String>,
-    /// A TOML file with any of: data_dir, listen, node_id, tick_interval, snapshot_logs.
+    /// A TOML file with any of: data_dir, listen, node_id, peers, advertise, tick_interval,
+    /// snapshot_logs.
     #[arg(long, env = "PLINTH_CONFIG")]
     config: Option<PathBuf>,
     /// This node's id in the Raft group [default: 1]
     #[arg(long, env = "PLINTH_NODE_ID")]
     node_id: Option<u64>,
+    /// The cluster's members when it first forms, this node among them:
+    /// `1=10.0.0.1:7070,2=10.0.0.2:7070,3=10.0.0.3:7070`. Every member is started with the same
+    /// list; it is read only on a data directory with no log yet. Without it the node is a
+    /// cluster of one. When --listen is not given, the node listens on its own entry.
+    #[arg(long, env = "PLINTH_PEERS")]
+    peers: Option<String>,
+    /// Start without forming a cluster and wait to be added (`plinth cluster add-learner` on a
+    /// member of the cluster).
+    #[arg(long, env = "PLINTH_JOIN")]
+    join: bool,
+    /// The host:port the other members and clients reach this node at [default: its entry in
+    /// --peers, else the address it listens on]
+    #[arg(long, env = "PLINTH_ADVERTISE")]
+    advertise: Option<String>,
     /// How often the leader checks for due leases [default: 100ms]
     #[arg(long, env = "PLINTH_TICK_INTERVAL", value_parser = crate::parse_duration)]
     tick_interval: Option<Duration>,
@@ -47,18 +63,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .or(file.data_dir.clone())
         .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let node_id = args.node_id.or(file.node_id).unwrap_or(defaults.node_id);
+    let peers = match args.peers.as_deref().or(file.peers.as_deref()) {
+        Some(text) => parse_peers(text)?,
+        None => BTreeMap::new(),
+    };
+    if !peers.is_empty() && !peers.contains_key(&node_id) {
+        anyhow::bail!(
+            "--peers lists nodes {:?} but not this node ({node_id}); list every member, this one too, or pass --node-id",
+            peers.keys().collect::<Vec<_>>()
+        );
+    }
     let listen = args
         .listen
         .or(file.listen.clone())
+        .or_else(|| peers.get(&node_id).cloned())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let advertise = args
+        .advertise
+        .or(file.advertise.clone())
+        .or_else(|| peers.get(&node_id).cloned())
+        .unwrap_or_else(|| addr.to_string());
     let config = NodeConfig {
         data_dir: data_dir.clone(),
-        node_id: args.node_id.or(file.node_id).unwrap_or(defaults.node_id),
-        advertise_addr: addr.to_string(),
+        node_id,
+        advertise_addr: advertise,
+        peers,
+        join: args.join,
         tick_interval: args
             .tick_interval
             .or(file.tick_interval()?)
@@ -84,4 +119,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `1=host:port,2=host:port`: each member's id and the address the others reach it at.
+fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry.split_once('=').with_context(|| {
+            format!("--peers entry {entry:?} is not ID=HOST:PORT (e.g. 1=10.0.0.1:7070)")
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .with_context(|| {
+                format!("--peers entry {entry:?}: the id must be a whole number from 1")
+            })?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            anyhow::bail!("--peers entry {entry:?}: the address must be HOST:PORT");
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            anyhow::bail!("--peers names node {id} twice");
+        }
+    }
+    if peers.is_empty() {
+        anyhow::bail!("--peers is empty; give every member as ID=HOST:PORT, separated by commas");
+    }
+    Ok(peers)
 }

@@ -2,6 +2,9 @@
 //! directory, and restarts or `kill -9`s it on demand.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod linearizability;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,489 @@
+//! Cluster fault tests: real replicas on loopback, clients running KV and queue workloads through
+//! the SDK with every endpoint, and faults injected from a seed — `kill -9` and restart of any
+//! node including the leader, SIGSTOP past the election timeout, membership change under load.
+//! Every operation is recorded with its invocation and completion times; afterwards the KV
+//! histories must be linearizable, every acknowledged write present, every acknowledged queue
+//! send delivered and no acked message delivered again.
+//!
+//! Each test prints its seed; `PLINTH_FAULT_SEED=<seed>` replays it, and
+//! `PLINTH_FAULT_CYCLES=<n>` runs n fault cycles instead of the few CI runs (the soak).
+
+mod common;
+
+use common::cluster::Cluster;
+use common::linearizability::{self, Act, Op};
+use plinth_client::{Client, pb};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long one client call may take before its outcome counts as unknown.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const KEYS: u64 = 12;
+const QUEUE: &str = "faults";
+
+fn seed() -> u64 {
+    let seed = std::env::var("PLINTH_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("fault seed: {seed} (replay with PLINTH_FAULT_SEED={seed})");
+    seed
+}
+
+fn cycles(default: usize) -> usize {
+    std::env::var("PLINTH_FAULT_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the workloads recorded.
+#[derive(Default)]
+struct Record {
+    histories: Mutex<BTreeMap<String, Vec<Op>>>,
+    /// Keys whose unique-key put was acknowledged.
+    acked_keys: Mutex<Vec<String>>,
+    /// Bodies whose send was acknowledged.
+    acked_sends: Mutex<BTreeSet<String>>,
+    /// Bodies received, and those whose ack was acknowledged.
+    received: Mutex<BTreeSet<String>>,
+    acked_messages: Mutex<BTreeSet<String>>,
+    /// A message delivered after its ack was acknowledged.
+    redelivered: Mutex<Vec<String>>,
+}
+
+struct Workload {
+    record: Arc<Record>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    start: Instant,
+}
+
+impl Workload {
+    /// Four register clients over `KEYS` keys, two unique-key writers, a queue sender and a
+    /// queue receiver, all through `client`.
+    fn start(client: &Client, seed: u64) -> Workload {
+        let record = Arc::new(Record::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let next_value = Arc::new(AtomicU64::new(1));
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let (client, record, stop, next_value) = (
+                client.clone(),
+                record.clone(),
+                stop.clone(),
+                next_value.clone(),
+            );
+            let mut rng = fastrand::Rng::with_seed(seed ^ (c as u64 + 1));
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("reg-{}", rng.u64(0..KEYS));
+                    let op = if rng.bool() {
+                        let v = next_value.fetch_add(1, Ordering::Relaxed);
+                        let invoke = nanos(start);
+                        let r = tokio::time::timeout(
+                            CALL_TIMEOUT,
+                            client.put(key.clone(), v.to_string()),
+                        )
+                        .await;
+                        match r {
+                            Ok(Ok(_)) => Some(Op {
+                                client: c,
+                                invoke,
+                                complete: Some(nanos(start)),
+                                act: Act::Put(v),
+                            }),
+                            // Refused or lost on the way: it may or may not have been applied.
+                            _ => Some(Op {
+                                client: c,
+                                invoke,
+                                complete: None,
+                                act: Act::Put(v),
+                            }),
+                        }
+                    } else {
+                        let invoke = nanos(start);
+                        match tokio::time::timeout(CALL_TIMEOUT, client.get(key.clone())).await {
+                            Ok(Ok(kv)) => {
+                                let read = kv.map(|kv| {
+                                    String::from_utf8(kv.value).unwrap().parse().unwrap()
+                                });
+                                Some(Op {
+                                    client: c,
+                                    invoke,
+                                    complete: Some(nanos(start)),
+                                    act: Act::Get(read),
+                                })
+                            }
+                            // A failed read tells nothing.
+                            _ => None,
+                        }
+                    };
+                    if let Some(op) = op {
+                        let failed = op.complete.is_none();
+                        record
+                            .histories
+                            .lock()
+                            .unwrap()
+                            .entry(key)
+                            .or_default()
+                            .push(op);
+                        if failed {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        for w in 0..2 {
+            let (client, record, stop) = (client.clone(), record.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("unique-{w}-{i}");
+                    i += 1;
+                    match tokio::time::timeout(CALL_TIMEOUT, client.put(key.clone(), "v")).await {
+                        Ok(Ok(_)) => record.acked_keys.lock().unwrap().push(key),
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
+        {
+            let (client, record, stop) = (client.clone(), record.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("m-{i}");
+                    i += 1;
+                    match tokio::time::timeout(CALL_TIMEOUT, client.queue_send(QUEUE, body.clone()))
+                        .await
+                    {
+                        Ok(Ok(_)) => {
+                            record.acked_sends.lock().unwrap().insert(body);
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
+        {
+            let (client, record, stop) = (client.clone(), record.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    receive_some(&client, &record, Duration::from_millis(500)).await;
+                }
+            }));
+        }
+        Workload {
+            record,
+            stop,
+            tasks,
+            start,
+        }
+    }
+
+    async fn stop(self) -> (Arc<Record>, Instant) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("workload task");
+        }
+        (self.record, self.start)
+    }
+}
+
+/// Receives a batch and acks it, recording what came and what was acked. Returns how many came.
+async fn receive_some(client: &Client, record: &Record, wait: Duration) -> usize {
+    let Ok(Ok(messages)) =
+        tokio::time::timeout(CALL_TIMEOUT, client.queue_receive(QUEUE, 10, wait)).await
+    else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return 0;
+    };
+    for m in &messages {
+        let body = String::from_utf8(m.body.clone()).unwrap();
+        if record.acked_messages.lock().unwrap().contains(&body) {
+            record.redelivered.lock().unwrap().push(body.clone());
+        }
+        record.received.lock().unwrap().insert(body.clone());
+        if let Ok(Ok(())) =
+            tokio::time::timeout(CALL_TIMEOUT, client.queue_ack(QUEUE, m.receipt.clone())).await
+        {
+            record.acked_messages.lock().unwrap().insert(body);
+        }
+    }
+    messages.len()
+}
+
+fn nanos(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+/// After the faults: reads every register once more (into its history), checks the histories,
+/// that every acknowledged unique-key put is there, and that the queue delivered every
+/// acknowledged send and never an acked message again.
+async fn verify(client: &Client, record: &Record, start: Instant) {
+    for k in 0..KEYS {
+        let key = format!("reg-{k}");
+        let invoke = nanos(start);
+        let kv = common::retry(|| client.get(key.clone())).await;
+        let read = kv.map(|kv| String::from_utf8(kv.value).unwrap().parse().unwrap());
+        record
+            .histories
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push(Op {
+                client: usize::MAX,
+                invoke,
+                complete: Some(nanos(start)),
+                act: Act::Get(read),
+            });
+    }
+    let histories = record.histories.lock().unwrap().clone();
+    let ops: usize = histories.values().map(Vec::len).sum();
+    let unknown = histories
+        .values()
+        .flatten()
+        .filter(|o| o.complete.is_none())
+        .count();
+    println!("checking {ops} register operations ({unknown} with unknown outcome)");
+    if let Err(e) = linearizability::check(&histories) {
+        panic!("{e}");
+    }
+
+    let acked = record.acked_keys.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "no unique-key put was acknowledged");
+    for key in &acked {
+        let kv = common::retry(|| client.get(key.clone())).await;
+        assert!(kv.is_some(), "acknowledged put of {key} was lost");
+    }
+    println!("{} acknowledged unique-key puts all present", acked.len());
+
+    // Drain the queue: whatever is left must be delivered too, deliveries lost in a failover
+    // once their visibility runs out.
+    let sends = record.acked_sends.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !sends.is_subset(&record.received.lock().unwrap()) {
+        receive_some(client, record, Duration::from_millis(500)).await;
+    }
+    let received = record.received.lock().unwrap().clone();
+    let lost: Vec<&String> = sends.difference(&received).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged sends never delivered: {lost:?}"
+    );
+    let redelivered = record.redelivered.lock().unwrap().clone();
+    assert!(
+        redelivered.is_empty(),
+        "messages delivered again after their ack was acknowledged: {redelivered:?}"
+    );
+    println!(
+        "{} acknowledged sends all delivered, none after its ack",
+        sends.len()
+    );
+}
+
+async fn setup(cluster: &Cluster) -> Client {
+    cluster.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(cluster.endpoints()).unwrap();
+    // A short visibility, so a delivery lost in a failover comes back soon; no dead-letter
+    // queue, so a message is delivered again until it is acked.
+    let config = pb::QueueConfig {
+        visibility_ms: 2_000,
+        ..Default::default()
+    };
+    common::retry(|| client.queue_create(QUEUE, config.clone())).await;
+    client
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_survive_killing_the_leader_under_load() {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut cluster = Cluster::start(3);
+    let client = setup(&cluster).await;
+    let workload = Workload::start(&client, seed);
+    let mut elections = Vec::new();
+    for cycle in 0..cycles(3) {
+        tokio::time::sleep(Duration::from_millis(rng.u64(300..900))).await;
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        cluster.kill9(leader);
+        let killed = Instant::now();
+        let next = cluster.leader(Duration::from_secs(20)).await;
+        let took = killed.elapsed();
+        println!("cycle {cycle}: killed leader {leader}; node {next} leads after {took:?}");
+        assert_ne!(next, leader);
+        elections.push(took);
+        tokio::time::sleep(Duration::from_millis(rng.u64(100..600))).await;
+        cluster.restart(leader);
+    }
+    println!(
+        "median time to a new leader: {:?}",
+        median(elections.clone())
+    );
+    let (record, start) = workload.stop().await;
+    cluster.leader(Duration::from_secs(20)).await;
+    verify(&client, &record, start).await;
+    assert!(
+        median(elections) < Duration::from_secs(10),
+        "no new leader within 10 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_survive_two_failures_and_a_minority_never_acknowledges_a_write() {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut cluster = Cluster::start(5);
+    let client = setup(&cluster).await;
+    let workload = Workload::start(&client, seed);
+    for cycle in 0..cycles(1) {
+        // Two nodes at once, the leader among them half the time.
+        tokio::time::sleep(Duration::from_millis(rng.u64(300..800))).await;
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        let mut ids: Vec<u64> = (1..=5).collect();
+        rng.shuffle(&mut ids);
+        let mut down: Vec<u64> = ids.into_iter().filter(|id| *id != leader).take(2).collect();
+        if rng.bool() {
+            down[0] = leader;
+        }
+        for id in &down {
+            cluster.kill9(*id);
+        }
+        let next = cluster.leader(Duration::from_secs(20)).await;
+        println!("cycle {cycle}: killed {down:?}; node {next} leads");
+        common::retry(|| client.put("while-two-are-down", cycle.to_string())).await;
+
+        // Pause three of the five, the leader among them: the two left are a minority, and
+        // must not acknowledge a write.
+        for id in &down {
+            cluster.restart(*id);
+        }
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        let mut others: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
+        rng.shuffle(&mut others);
+        let paused = [leader, others[0], others[1]];
+        let minority = [others[2], others[3]];
+        for id in paused {
+            cluster.pause(id);
+        }
+        for id in minority {
+            let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
+            let put = tokio::time::timeout(
+                Duration::from_secs(3),
+                direct.put("minority", format!("{cycle}-{id}")),
+            )
+            .await;
+            assert!(
+                !matches!(put, Ok(Ok(_))),
+                "node {id}, in a minority of two, acknowledged a write"
+            );
+        }
+        for id in paused {
+            cluster.resume(id);
+        }
+        let healed = cluster.leader(Duration::from_secs(20)).await;
+        println!(
+            "cycle {cycle}: paused {paused:?}, minority {minority:?} refused writes; healed under node {healed}"
+        );
+    }
+    let (record, start) = workload.stop().await;
+    cluster.leader(Duration::from_secs(20)).await;
+    verify(&client, &record, start).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_changes_under_load_lose_nothing() {
+    let seed = seed();
+    let mut cluster = Cluster::start(3);
+    let client = setup(&cluster).await;
+    let workload = Workload::start(&client, seed);
+    // Enough log that the learner's catch-up starts from a snapshot (the nodes snapshot every
+    // 200 entries in this harness).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let addr = cluster.spawn_joiner(4);
+    let (code, out, err) = cluster.cli(&["cluster", "add-learner", "4", &addr]);
+    assert_eq!(code, 0, "add-learner: {out}{err}");
+    assert!(out.contains("learner"), "status shows the learner: {out}");
+    let (code, out, err) = cluster.cli(&["cluster", "promote", "4"]);
+    assert_eq!(code, 0, "promote: {out}{err}");
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    // Remove the leader itself: the hardest member to lose.
+    let (code, out, err) = cluster.cli(&["cluster", "remove", &leader.to_string()]);
+    assert_eq!(code, 0, "remove: {out}{err}");
+    assert!(
+        !out.lines().any(|l| l.starts_with(&format!("{leader} "))),
+        "node {leader} is no longer listed: {out}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill9(leader);
+    let next = cluster.leader(Duration::from_secs(20)).await;
+    println!("removed node {leader}; node {next} leads");
+    let (code, out, err) = cluster.cli(&["cluster", "transfer-leader", "4"]);
+    assert_eq!(code, 0, "transfer-leader: {out}{err}");
+    assert_eq!(cluster.leader(Duration::from_secs(20)).await, 4);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (record, start) = workload.stop().await;
+    verify(&client, &record, start).await;
+    assert!(
+        cluster.replica(4).log_text().contains("installed snapshot"),
+        "the learner caught up by snapshot"
+    );
+}
+
+#[test]
+fn the_checker_accepts_linearizable_and_refuses_other_histories() {
+    let op = |client, invoke, complete, act| Op {
+        client,
+        invoke,
+        complete,
+        act,
+    };
+    // Overlapping put and get: the get may see either value.
+    let ok = vec![
+        op(0, 0, Some(10), Act::Put(1)),
+        op(1, 5, Some(15), Act::Get(Some(1))),
+        op(2, 12, Some(20), Act::Put(2)),
+        op(1, 21, Some(25), Act::Get(Some(2))),
+    ];
+    assert!(linearizability::linearizable(&ok));
+    // A read of an old value after a newer write completed is a stale read.
+    let stale = vec![
+        op(0, 0, Some(10), Act::Put(1)),
+        op(0, 11, Some(20), Act::Put(2)),
+        op(1, 21, Some(25), Act::Get(Some(1))),
+    ];
+    assert!(!linearizability::linearizable(&stale));
+    // A value nobody wrote.
+    let invented = vec![op(1, 0, Some(5), Act::Get(Some(9)))];
+    assert!(!linearizability::linearizable(&invented));
+    // An unknown put may take effect late, or never.
+    let late = vec![
+        op(0, 0, None, Act::Put(1)),
+        op(1, 10, Some(12), Act::Get(None)),
+        op(1, 20, Some(22), Act::Get(Some(1))),
+    ];
+    assert!(linearizability::linearizable(&late));
+    let never = vec![
+        op(0, 0, None, Act::Put(1)),
+        op(1, 10, Some(12), Act::Get(None)),
+    ];
+    assert!(linearizability::linearizable(&never));
+    // But once seen it cannot be unseen.
+    let flicker = vec![
+        op(0, 0, None, Act::Put(1)),
+        op(1, 10, Some(12), Act::Get(Some(1))),
+        op(1, 20, Some(22), Act::Get(None)),
+    ];
+    assert!(!linearizability::linearizable(&flicker));
+}

@@ -1,0 +1,279 @@
+//! Cluster harness: 3 or 5 real `plinth` replicas on loopback ports with their own temporary
+//! data directories, and the faults the tests inject into them: `kill -9` and restart, SIGSTOP
+//! and SIGCONT (a paused process), and membership change through the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plinth_client::Client;
+
+pub struct Replica {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Replica {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    peers: String,
+    _tmp: tempfile::TempDir,
+}
+
+/// A free loopback port: bound, read and released (the kernel does not hand it out again at
+/// once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` replicas, ids 1..=n, that form one cluster.
+    pub fn start(n: u64) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let replicas: Vec<Replica> = (1..=n)
+            .map(|id| Replica {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: tmp.path().join(format!("node-{id}")),
+                log: tmp.path().join(format!("node-{id}.log")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let peers = replicas
+            .iter()
+            .map(|r| format!("{}={}", r.id, r.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            replicas,
+            peers,
+            _tmp: tmp,
+        };
+        for id in 1..=n {
+            cluster.spawn(id, false);
+        }
+        cluster
+    }
+
+    /// Every replica's endpoint, comma-separated, as the SDK and the CLI take them.
+    pub fn endpoints(&self) -> String {
+        self.replicas
+            .iter()
+            .map(Replica::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn replica(&self, id: u64) -> &Replica {
+        self.replicas
+            .iter()
+            .find(|r| r.id == id)
+            .expect("a replica with that id")
+    }
+
+    fn replica_mut(&mut self, id: u64) -> &mut Replica {
+        self.replicas
+            .iter_mut()
+            .find(|r| r.id == id)
+            .expect("a replica with that id")
+    }
+
+    fn spawn(&mut self, id: u64, join: bool) {
+        let peers = self.peers.clone();
+        let r = self.replica_mut(id);
+        assert!(r.child.is_none(), "node {id} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.log)
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        command
+            .arg("serve")
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&r.data_dir)
+            .arg("--listen")
+            .arg(&r.addr)
+            .env("PLINTH_LOG", "info,openraft=warn")
+            // Snapshots (and log purges) come often, so a lagging node catches up by snapshot.
+            .env("PLINTH_SNAPSHOT_LOGS", "200")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if join {
+            command.arg("--join");
+        } else {
+            command.arg("--peers").arg(&peers);
+        }
+        let mut child = command.spawn().expect("spawn plinth");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!("node {id} did not start; its log:\n{}", r.log_text());
+        }
+        r.child = Some(child);
+        r.paused = false;
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self, id: u64) {
+        let r = self.replica_mut(id);
+        if let Some(mut child) = r.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+        r.paused = false;
+    }
+
+    /// Starts a stopped replica again on its data directory and port.
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id, false);
+    }
+
+    /// Adds a replica that starts with `--join`, waiting to be added by `cluster add-learner`.
+    pub fn spawn_joiner(&mut self, id: u64) -> String {
+        let dir = self._tmp.path();
+        self.replicas.push(Replica {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: dir.join(format!("node-{id}")),
+            log: dir.join(format!("node-{id}.log")),
+            child: None,
+            paused: false,
+        });
+        self.spawn(id, true);
+        self.replica(id).addr.clone()
+    }
+
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing.
+    pub fn pause(&mut self, id: u64) {
+        let r = self.replica_mut(id);
+        let child = r.child.as_ref().expect("node is running");
+        // SAFETY: kill(2) on a child we spawned.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+        r.paused = true;
+    }
+
+    /// SIGCONT: the paused process runs on from where it stopped.
+    pub fn resume(&mut self, id: u64) {
+        let r = self.replica_mut(id);
+        let child = r.child.as_ref().expect("node is running");
+        // SAFETY: kill(2) on a child we spawned.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+        r.paused = false;
+    }
+
+    /// The leader as the running, unpaused replicas agree on it: every one of them names the
+    /// same leader, which is among them, in the same term. Waits up to `within`.
+    pub async fn leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(leader) = self.agreed_leader().await {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader agreed on within {within:?}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut seen = None;
+        for r in self.replicas.iter().filter(|r| r.is_running() && !r.paused) {
+            let client = Client::connect_lazy(r.endpoint()).ok()?;
+            let status = tokio::time::timeout(Duration::from_secs(1), client.status())
+                .await
+                .ok()?
+                .ok()?;
+            if status.leader_id == 0 {
+                return None;
+            }
+            match seen {
+                None => seen = Some((status.leader_id, status.term)),
+                Some(s) if s == (status.leader_id, status.term) => {}
+                Some(_) => return None,
+            }
+        }
+        let (leader, _) = seen?;
+        self.replicas
+            .iter()
+            .any(|r| r.id == leader && r.is_running() && !r.paused)
+            .then_some(leader)
+    }
+
+    /// Runs the CLI against every replica's endpoint; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(args)
+            .env("PLINTH_ENDPOINT", self.endpoints())
+            .output()
+            .expect("run the cli");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| {
+                let text = r.log_text();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                format!(
+                    "--- node {} ---\n{}",
+                    r.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
