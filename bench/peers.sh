@@ -7,8 +7,11 @@
 #                              waits for publisher confirms)
 #   nats      127.0.0.1:4222   JetStream with file storage (the bench uses work-queue
 #                              retention and explicit acks)
+#   etcd_cluster               three etcd members, clients on 127.0.0.1:2379, :22379 and :32379
+#                              (peers on :2380, :22380, :32380), for the 3-node comparison;
+#                              not started by default
 #
-#   bench/peers.sh start [etcd redis rabbitmq nats]   install what is missing (Debian packages),
+#   bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster]   install what is missing (Debian packages),
 #                                                     start them with data under $PEERS_DIR,
 #                                                     wait until each answers, print addresses
 #   bench/peers.sh stop                               stop every peer started here
@@ -20,6 +23,8 @@ set -euo pipefail
 
 DIR=${PEERS_DIR:-/tmp/plinth-bench-peers}
 ALL=(etcd redis rabbitmq nats)
+# What stop and pids look after: the single peers and each member of the etcd cluster.
+RUNNING=("${ALL[@]}" etcd1 etcd2 etcd3)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 
 log() { printf 'peers: %s\n' "$*" >&2; }
@@ -68,6 +73,28 @@ start_etcd() {
   echo $! >"$DIR/etcd/pid"
   wait_port etcd 2379
   echo "etcd http://127.0.0.1:2379 pid $(cat "$DIR/etcd/pid")"
+}
+
+start_etcd_cluster() {
+  local cluster="e1=http://127.0.0.1:2380,e2=http://127.0.0.1:22380,e3=http://127.0.0.1:32380"
+  local i port
+  for i in 1 2 3; do
+    port=$([ "$i" = 1 ] && echo 2379 || echo "${i}2379")
+    mkdir -p "$DIR/etcd$i"
+    etcd --name "e$i" --data-dir "$DIR/etcd$i/data" \
+      --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+      --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
+      --initial-cluster "$cluster" --initial-cluster-state new \
+      --quota-backend-bytes 8589934592 --logger zap --log-level warn \
+      >"$DIR/etcd$i/log" 2>&1 &
+    echo $! >"$DIR/etcd$i/pid"
+  done
+  for i in 1 2 3; do
+    port=$([ "$i" = 1 ] && echo 2379 || echo "${i}2379")
+    wait_port "etcd$i" "$port"
+    echo "etcd member e$i http://127.0.0.1:$port pid $(cat "$DIR/etcd$i/pid")"
+  done
 }
 
 start_redis() {
@@ -120,7 +147,7 @@ stop_all() {
   if [ -d "$DIR/rabbitmq" ]; then
     (rabbit_env && "$RABBIT_BIN/rabbitmqctl" -q -n bench@localhost stop) >/dev/null 2>&1 || true
   fi
-  for name in "${ALL[@]}"; do
+  for name in "${RUNNING[@]}"; do
     local pidfile="$DIR/$name/pid"
     [ -f "$pidfile" ] || continue
     local pid
@@ -145,13 +172,13 @@ case "${1:-}" in
     ;;
   stop) stop_all ;;
   pids)
-    for name in "${ALL[@]}"; do
+    for name in "${RUNNING[@]}"; do
       [ -f "$DIR/$name/pid" ] || continue
       if [ "$name" = rabbitmq ]; then echo "rabbitmq=$(rabbit_pid)"; else echo "$name=$(cat "$DIR/$name/pid")"; fi
     done
     ;;
   *)
-    echo "usage: bench/peers.sh start [etcd redis rabbitmq nats] | stop | pids" >&2
+    echo "usage: bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster] | stop | pids" >&2
     exit 2
     ;;
 esac

@@ -44,11 +44,12 @@ impl Client {
     pub async fn connect(endpoint: impl Into<String>) -> Result<Client, Error> {
         let endpoints = Self::endpoints(endpoint)?;
         let mut last = None;
-        for e in &endpoints {
+        for (i, e) in endpoints.iter().enumerate() {
             match e.connect().await {
                 Ok(_) => {
                     return Ok(Client::from_channel(Transport::new(
                         endpoints.iter().map(Endpoint::connect_lazy).collect(),
+                        i,
                     )));
                 }
                 Err(e) => last = Some(e),
@@ -68,6 +69,7 @@ impl Client {
                 .iter()
                 .map(Endpoint::connect_lazy)
                 .collect(),
+            0,
         )))
     }
 

@@ -2,11 +2,12 @@
 //! channel per endpoint of the cluster.
 //!
 //! Calls go to the endpoint that answered last. Any node serves any call (a follower forwards it
-//! to the leader), so the only reason to move is a node that cannot be reached: a call that
-//! could not connect is sent to the next endpoint, and since nothing of it reached a server it
-//! is safe to send again, whatever it does. A call that failed after it was sent is not resent
-//! (it may have been applied); the caller gets `UNAVAILABLE` and the next call goes to the next
-//! endpoint. The helpers that loop (lock guards, consumers, workers, watches) retry such
+//! to the leader), so the reasons to move are a node that cannot be reached or cannot serve: a
+//! call that could not connect, or that a node refused with `NOT_LEADER` (it knows no leader,
+//! or was removed), is sent to the next endpoint, since it was never proposed and is safe to
+//! send again, whatever it does. A call that failed after it was sent, or was answered
+//! `UNAVAILABLE`, or that its caller gave up on, is not resent (it may have been applied): the
+//! caller gets the failure and the next call goes to the next endpoint. The helpers that loop (lock guards, consumers, workers, watches) retry such
 //! failures themselves, and watches resume from the last revision they delivered.
 
 use std::error::Error as StdError;
@@ -14,7 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use base64::Engine as _;
 use futures::future::BoxFuture;
+use plinth_proto::v1 as pb;
+use prost::Message as _;
+
+use crate::Code;
 use http_body_util::BodyExt as _;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -35,13 +41,13 @@ struct Inner {
 }
 
 impl Transport {
-    /// `channels` must not be empty.
-    pub(crate) fn new(channels: Vec<Channel>) -> Transport {
+    /// `channels` must not be empty; calls go to `first` first.
+    pub(crate) fn new(channels: Vec<Channel>, first: usize) -> Transport {
         assert!(!channels.is_empty(), "a transport needs an endpoint");
         Transport {
             inner: Arc::new(Inner {
+                current: AtomicUsize::new(first % channels.len()),
                 channels,
-                current: AtomicUsize::new(0),
             }),
         }
     }
@@ -73,7 +79,8 @@ impl tower::Service<http::Request<Body>> for Transport {
             let (parts, body) = request.into_parts();
             let body = body.collect().await?.to_bytes();
             let first = inner.current.load(Ordering::Relaxed);
-            let mut last = None;
+            let mut last_error = None;
+            let mut last_refusal = None;
             for i in 0..n {
                 let at = (first + i) % n;
                 let mut request =
@@ -82,22 +89,72 @@ impl tower::Service<http::Request<Body>> for Transport {
                 *request.uri_mut() = parts.uri.clone();
                 *request.version_mut() = parts.version;
                 *request.headers_mut() = parts.headers.clone();
+                // Unless this endpoint answers well, the next call starts at the next one; that
+                // holds too when the caller gives up on this call (its timeout drops us here).
+                let mut advance = Advance {
+                    inner: &inner,
+                    to: Some((at + 1) % n),
+                };
                 match inner.channels[at].clone().oneshot(request).await {
-                    Ok(response) => {
-                        inner.current.store(at, Ordering::Relaxed);
-                        return Ok(response);
-                    }
-                    Err(e) if never_connected(&e) => last = Some(e),
-                    Err(e) => {
-                        inner.current.store((at + 1) % n, Ordering::Relaxed);
-                        return Err(e.into());
-                    }
+                    Ok(response) => match refusal(&response) {
+                        // Refused before it was proposed: safe to send to the next endpoint.
+                        Some(Code::NotLeader) => last_refusal = Some(response),
+                        Some(_) => return Ok(response),
+                        None => {
+                            advance.to = None;
+                            inner.current.store(at, Ordering::Relaxed);
+                            return Ok(response);
+                        }
+                    },
+                    Err(e) if never_connected(&e) => last_error = Some(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            inner.current.store((first + 1) % n, Ordering::Relaxed);
-            Err(last.map_or_else(|| "no endpoint answered".into(), Into::into))
+            match (last_refusal, last_error) {
+                (Some(response), _) => Ok(response),
+                (None, Some(e)) => Err(e.into()),
+                (None, None) => Err("no endpoint answered".into()),
+            }
         })
     }
+}
+
+/// Moves the transport's first endpoint on when dropped, unless told not to.
+struct Advance<'a> {
+    inner: &'a Inner,
+    to: Option<usize>,
+}
+
+impl Drop for Advance<'_> {
+    fn drop(&mut self) {
+        if let Some(to) = self.to {
+            self.inner.current.store(to, Ordering::Relaxed);
+        }
+    }
+}
+
+/// gRPC's `-bin` headers: standard base64, padded or not.
+const BINARY_HEADER: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The code of a reply that says this node could not serve the call, read from the headers of
+/// a trailers-only gRPC reply: `UNAVAILABLE`, or the `NOT_LEADER` its plinth detail names.
+fn refusal(response: &http::Response<Body>) -> Option<Code> {
+    let headers = response.headers();
+    if headers.get("grpc-status")?.as_bytes() != b"14" {
+        return None;
+    }
+    let detail = headers
+        .get("grpc-status-details-bin")
+        .and_then(|v| BINARY_HEADER.decode(v.as_bytes()).ok())
+        .and_then(|bytes| pb::ErrorDetail::decode(bytes.as_slice()).ok());
+    Some(match detail.and_then(|d| Code::try_from(d.code).ok()) {
+        Some(Code::NotLeader) => Code::NotLeader,
+        _ => Code::Unavailable,
+    })
 }
 
 /// Whether the call failed before any of it reached a server: the connection could not be made

@@ -31,7 +31,7 @@ pub struct NodeConfig {
     /// alone): a cluster of this node only, led by it from the first start.
     pub peers: BTreeMap<u64, String>,
     /// Start without forming a cluster and wait to be added to one (`cluster add-learner` on
-    /// its leader). Ignored on a directory that already holds a log.
+    /// its leader). Remembered in the data directory until the node has a log; ignored after.
     pub join: bool,
     /// How often the leader checks whether a lease is due and proposes a `Tick`.
     pub tick_interval: Duration,
@@ -87,7 +87,8 @@ impl NodeConfig {
         }
     }
 
-    /// Whether this node forms a cluster of itself alone, which it leads from the start.
+    /// Whether, on a pristine data directory, this configuration forms a cluster of this node
+    /// alone (see `Node::alone` for a directory with a log).
     pub(crate) fn alone(&self) -> bool {
         !self.join && self.peers.keys().all(|id| *id == self.node_id)
     }

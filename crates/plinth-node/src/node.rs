@@ -29,6 +29,10 @@ use crate::{LogRequest, Raft, TypeConfig};
 /// timeout (at most 300 ms); the margin covers a slow disk during recovery.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// Marks a data directory whose node was told to join a cluster: until it has a log, it waits
+/// to be added instead of forming a cluster of its own.
+const JOINING_FILE: &str = "JOINING";
+
 /// How long a snapshot asked for may take to build before it is asked for again.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
 
@@ -126,10 +130,10 @@ impl Node {
                 ticker: Mutex::new(None),
             }),
         };
-        let started = if node.inner.cfg.alone() {
-            node.become_leader().await
-        } else {
-            node.join_cluster().await.map(|()| 0)
+        let started = match node.alone().await {
+            Ok(true) => node.become_leader().await,
+            Ok(false) => node.join_cluster().await.map(|()| 0),
+            Err(e) => Err(e),
         };
         match started {
             Ok(term) => {
@@ -154,6 +158,41 @@ impl Node {
         }
     }
 
+    /// Whether this node is a cluster of itself alone, which it leads from its first start. A
+    /// log decides by its membership (only this node in it), whatever the flags say now, so a
+    /// member restarted without `peers` or `join` stays a member. A pristine directory decides
+    /// by the configuration: no other peer, not told to join now, and never told to join
+    /// before (a node that was told once waits to be added even if restarted without it, so
+    /// it never becomes a cluster of its own with writes the real one would erase).
+    async fn alone(&self) -> Result<bool, NodeError> {
+        let raft = &self.inner.raft;
+        let cfg = &self.inner.cfg;
+        if raft.is_initialized().await.map_err(from_fatal)? {
+            let id = cfg.node_id;
+            return raft
+                .with_raft_state(move |s| {
+                    let members = s.membership_state.effective().membership();
+                    members.nodes().all(|(node, _)| *node == id)
+                })
+                .await
+                .map_err(from_fatal);
+        }
+        let marker = cfg.data_dir.join(JOINING_FILE);
+        if cfg.join {
+            std::fs::write(
+                &marker,
+                b"started with --join; waiting to be added to a cluster\n",
+            )
+            .map_err(|e| NodeError::Storage(format!("cannot write {}: {e}", marker.display())))?;
+            return Ok(false);
+        }
+        if marker.exists() {
+            tracing::info!("this node was told to join a cluster; it waits to be added");
+            return Ok(false);
+        }
+        Ok(cfg.alone())
+    }
+
     /// In a cluster: initializes it from `peers` if this data directory is pristine (every
     /// member does the same with the same list, which openraft makes safe), or waits to be
     /// added if told to join. Returns at once: the election needs the other members, which
@@ -161,7 +200,10 @@ impl Node {
     async fn join_cluster(&self) -> Result<(), NodeError> {
         let raft = &self.inner.raft;
         let cfg = &self.inner.cfg;
-        if cfg.join || raft.is_initialized().await.map_err(from_fatal)? {
+        if cfg.join
+            || cfg.data_dir.join(JOINING_FILE).exists()
+            || raft.is_initialized().await.map_err(from_fatal)?
+        {
             return Ok(());
         }
         let members: BTreeMap<u64, BasicNode> = cfg
@@ -226,30 +268,34 @@ impl Node {
     /// leader whose clock runs ahead never expires a lease earlier than the old leader would have.
     /// With no lease alive there is nothing to refresh, and an idle restart writes nothing.
     ///
-    /// The first time this process leads, it also abandons the lock waits that this node's
-    /// previous process queued: the calls waiting for them died with it, and a grant to nobody
-    /// would block the lock for a whole ttl.
+    /// It also abandons the lock waits whose calls cannot be waiting any more, since a grant to
+    /// nobody would block the lock for a whole ttl: every wait queued by another node (a wait
+    /// is queued by the leader that served the acquire; those calls died with that leader, or
+    /// were cut when its forwarded connections broke, and their clients ask again here), and,
+    /// the first time this process leads, the waits this node's previous process queued.
     pub(crate) async fn leadership_began(&self) -> Result<(), NodeError> {
         self.barrier().await?;
         let node = self.inner.cfg.node_id;
+        let first = !self.inner.orphans_abandoned.load(Ordering::Acquire);
         let (has_leases, orphans) = {
             let data = self.inner.sm.read();
             (
                 !data.state.leases().is_empty(),
-                data.state.locks().waiters_of(node),
+                data.state.locks().waiters_by_node(),
             )
         };
-        if !self.inner.orphans_abandoned.load(Ordering::Acquire) {
-            if orphans > 0 {
-                self.propose(Command::Lock(LockCommand::AbandonNode { node }))
+        for (owner, waiters) in orphans {
+            if owner != node || first {
+                self.propose(Command::Lock(LockCommand::AbandonNode { node: owner }))
                     .await?;
                 tracing::info!(
-                    waiters = orphans,
-                    "abandoned the lock waits of the previous process"
+                    node = owner,
+                    waiters,
+                    "abandoned lock waits no call is waiting for"
                 );
             }
-            self.inner.orphans_abandoned.store(true, Ordering::Release);
         }
+        self.inner.orphans_abandoned.store(true, Ordering::Release);
         if has_leases {
             self.propose(Command::Lease(LeaseCommand::Refresh)).await?;
         }

@@ -115,6 +115,12 @@ async fn proxy(f: &Forwarder, mut request: Request, me: u64, leader: u64, addr: 
     *request.version_mut() = http::Version::HTTP_2;
     let request = request.map(tonic::body::Body::new);
     match channel.oneshot(request).await {
+        Ok(response) if grpc => response.map(|body| {
+            axum::body::Body::new(GrpcReply {
+                inner: body,
+                ended: false,
+            })
+        }),
         Ok(response) => response.map(axum::body::Body::new),
         Err(e) => {
             tracing::debug!(leader, addr, error = %e, "could not forward a call to the leader");
@@ -143,5 +149,49 @@ fn unavailable(grpc: bool, message: String) -> Response {
             .map(axum::body::Body::new)
     } else {
         error.into_response()
+    }
+}
+
+/// A forwarded gRPC reply. If the leader's side breaks mid-reply (it died, the connection was
+/// reset), the caller gets trailers saying `UNAVAILABLE`, the transient failure its retries and
+/// watches resume from, instead of a reset stream, which gRPC reads as `INTERNAL`.
+struct GrpcReply {
+    inner: tonic::body::Body,
+    ended: bool,
+}
+
+impl http_body::Body for GrpcReply {
+    type Data = axum::body::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
+                tracing::debug!(error = %e, "a forwarded reply broke off");
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("14"));
+                trailers.insert(
+                    "grpc-message",
+                    HeaderValue::from_static("the connection to the leader broke; retry"),
+                );
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -222,8 +222,10 @@ async fn metrics(State(api): State<Api>) -> Response {
     }
 }
 
+/// Ready when a leader is known: this node can then serve every call, itself or by forwarding
+/// it. Read locally, so every member of a cluster answers for itself.
 async fn ready(State(api): State<Api>) -> Response {
-    match api.read(false, |s| s.revision()).await {
+    match api.read(true, |s| s.revision()).await {
         Ok(_) if api.node.status().leader_id.is_some() => "ready\n".into_response(),
         Ok(_) => {
             ApiError::new(ErrorCode::Unavailable, "", "no leader is known yet").into_response()

@@ -10,6 +10,8 @@
 //! The crate is synchronous std code; async callers wrap it.
 
 mod error;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod files;
 mod flusher;
 mod record;

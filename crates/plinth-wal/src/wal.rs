@@ -525,6 +525,8 @@ impl Shared {
             }
         };
         if self.opts.sync {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::slow_disk();
             file.sync_data()
                 .map_err(|e| self.poisoned_by(&path, "fdatasync", e))?;
             self.fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -379,13 +379,13 @@ impl LockState {
         due.len()
     }
 
-    /// How many waiters node `node` has queued.
-    pub fn waiters_of(&self, node: u64) -> usize {
-        self.locks
-            .values()
-            .flat_map(|lock| &lock.waiters)
-            .filter(|w| w.node == node)
-            .count()
+    /// How many waiters each node has queued, by node.
+    pub fn waiters_by_node(&self) -> BTreeMap<u64, usize> {
+        let mut by_node = BTreeMap::new();
+        for w in self.locks.values().flat_map(|lock| &lock.waiters) {
+            *by_node.entry(w.node).or_insert(0) += 1;
+        }
+        by_node
     }
 
     /// The earliest waiter deadline, so the node knows when a tick has work to do.

@@ -375,7 +375,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
     let a = acquired(&run(&mut s, 1_000, queue("a", 1)));
     queued(&run(&mut s, 1_000, queue("b", 1)));
     let c = queued(&run(&mut s, 1_000, queue("c", 2)));
-    assert_eq!(s.locks().waiters_of(1), 1);
+    assert_eq!(s.locks().waiters_by_node().get(&1), Some(&1));
     let out = run(
         &mut s,
         1_000,

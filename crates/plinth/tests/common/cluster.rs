@@ -16,6 +16,10 @@ pub struct Replica {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Extra environment for this replica's process (fault hooks).
+    env: Vec<(String, String)>,
+    /// Started with `--join` (not one of the initial `--peers`): restarted with neither flag.
+    joiner: bool,
 }
 
 impl Replica {
@@ -51,6 +55,11 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` replicas, ids 1..=n, that form one cluster.
     pub fn start(n: u64) -> Cluster {
+        Cluster::start_with_env(n, &[])
+    }
+
+    /// Like `start`, with extra environment variables for some replicas: (id, name, value).
+    pub fn start_with_env(n: u64, env: &[(u64, &str, &str)]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let replicas: Vec<Replica> = (1..=n)
             .map(|id| Replica {
@@ -60,6 +69,12 @@ impl Cluster {
                 log: tmp.path().join(format!("node-{id}.log")),
                 child: None,
                 paused: false,
+                env: env
+                    .iter()
+                    .filter(|(of, _, _)| *of == id)
+                    .map(|(_, k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                joiner: false,
             })
             .collect();
         let peers = replicas
@@ -111,6 +126,7 @@ impl Cluster {
             .open(&r.log)
             .expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        command.envs(r.env.iter().map(|(k, v)| (k, v)));
         command
             .arg("serve")
             .arg("--node-id")
@@ -126,7 +142,7 @@ impl Cluster {
             .stderr(Stdio::from(log));
         if join {
             command.arg("--join");
-        } else {
+        } else if !r.joiner {
             command.arg("--peers").arg(&peers);
         }
         let mut child = command.spawn().expect("spawn plinth");
@@ -157,7 +173,10 @@ impl Cluster {
         r.paused = false;
     }
 
-    /// Starts a stopped replica again on its data directory and port.
+    /// Starts a stopped replica again on its data directory and port, with the flags of a
+    /// restart: the initial members get `--peers` again (it is ignored once there is a log), a
+    /// node that joined later gets neither `--peers` nor `--join`, and must find its cluster
+    /// in its log.
     pub fn restart(&mut self, id: u64) {
         self.spawn(id, false);
     }
@@ -172,6 +191,8 @@ impl Cluster {
             log: dir.join(format!("node-{id}.log")),
             child: None,
             paused: false,
+            env: Vec::new(),
+            joiner: true,
         });
         self.spawn(id, true);
         self.replica(id).addr.clone()
