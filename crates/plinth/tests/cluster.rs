@@ -1,10 +1,11 @@
-//! Cluster fault tests: real replicas on loopback, clients running KV and queue workloads through
-//! the SDK with every endpoint, and faults injected from a seed — `kill -9` and restart of any
+//! Cluster fault tests: real replicas on loopback, clients running KV, lock and queue workloads
+//! through the SDK with every endpoint, and faults injected from a seed — `kill -9` and restart of any
 //! node including the leader, SIGSTOP past the election timeout, a slow disk (the WAL's
 //! `fault-injection` hook), membership change under load.
 //! Every operation is recorded with its invocation and completion times; afterwards the KV
-//! histories must be linearizable, every acknowledged write present, every acknowledged queue
-//! send delivered and no acked message delivered again.
+//! histories must be linearizable, every acknowledged write present, the fenced lock holders
+//! never overlapping, every acknowledged queue send delivered and no acked message delivered
+//! again.
 //!
 //! Each test prints its seed; `PLINTH_FAULT_SEED=<seed>` replays it, and
 //! `PLINTH_FAULT_CYCLES=<n>` runs n fault cycles instead of the few CI runs (the soak).
@@ -13,7 +14,7 @@ mod common;
 
 use common::cluster::Cluster;
 use common::linearizability::{self, Act, Op};
-use plinth_client::{Client, Code, pb};
+use plinth_client::{Client, Code, LockOptions, pb};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const KEYS: u64 = 12;
 const QUEUE: &str = "faults";
+const LOCK: &str = "fault-lock";
+const COUNTER: &str = "fault-lock/counter";
 
 fn seed() -> u64 {
     let seed = std::env::var("PLINTH_FAULT_SEED")
@@ -53,6 +56,8 @@ struct Record {
     acked_messages: Mutex<BTreeSet<String>>,
     /// A message delivered after its ack was acknowledged.
     redelivered: Mutex<Vec<String>>,
+    /// (token, counter value written) of every acknowledged fenced write on the lock.
+    fenced: Mutex<Vec<(u64, u64)>>,
 }
 
 struct Workload {
@@ -184,6 +189,14 @@ impl Workload {
                 }
             }));
         }
+        for w in 0..2 {
+            let (client, record, stop) = (client.clone(), record.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    fenced_round(&client, &record, w).await;
+                }
+            }));
+        }
         Workload {
             record,
             stop,
@@ -224,6 +237,31 @@ async fn receive_some(client: &Client, record: &Record, wait: Duration) -> usize
     messages.len()
 }
 
+/// One round on the shared lock: acquire (waiting), a fenced read-modify-write of its counter,
+/// release. Records the write if it was acknowledged.
+async fn fenced_round(client: &Client, record: &Record, worker: usize) {
+    let options = LockOptions::new(format!("worker-{worker}"))
+        .ttl(Duration::from_secs(2))
+        .wait(Duration::from_secs(3));
+    let Ok(Ok(hold)) =
+        tokio::time::timeout(CALL_TIMEOUT, client.lock_acquire(LOCK, &options)).await
+    else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return;
+    };
+    let current = match tokio::time::timeout(CALL_TIMEOUT, client.get(COUNTER)).await {
+        Ok(Ok(Some(kv))) => String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(),
+        Ok(Ok(None)) => 0,
+        _ => return,
+    };
+    let next = current + 1;
+    let put = client.put_fenced(COUNTER, next.to_string(), LOCK, hold.token);
+    if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, put).await {
+        record.fenced.lock().unwrap().push((hold.token, next));
+    }
+    let _ = tokio::time::timeout(CALL_TIMEOUT, client.lock_release(LOCK, hold.token)).await;
+}
+
 fn nanos(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
@@ -261,6 +299,34 @@ async fn verify(client: &Client, record: &Record, start: Instant) {
     if let Err(e) = linearizability::check(&histories) {
         panic!("{e}");
     }
+
+    // Fenced holders never overlapped: no two acknowledged fenced writes wrote the same counter
+    // value, a later token never wrote below an earlier one, and the counter is at least the
+    // highest value acknowledged.
+    let mut fenced = record.fenced.lock().unwrap().clone();
+    fenced.sort();
+    let values: BTreeSet<u64> = fenced.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        values.len(),
+        fenced.len(),
+        "two acknowledged fenced writes wrote the same value: {fenced:?}"
+    );
+    assert!(
+        fenced.windows(2).all(|w| w[0].1 < w[1].1),
+        "a newer token wrote a lower value than an older one: {fenced:?}"
+    );
+    let counter = common::retry(|| client.get(COUNTER)).await;
+    let counter: u64 = counter.map_or(0, |kv| {
+        String::from_utf8(kv.value).unwrap().parse().unwrap()
+    });
+    assert!(
+        counter >= values.last().copied().unwrap_or(0),
+        "the counter lost an acknowledged fenced write"
+    );
+    println!(
+        "{} acknowledged fenced writes, never overlapping",
+        fenced.len()
+    );
 
     let acked = record.acked_keys.lock().unwrap().clone();
     assert!(!acked.is_empty(), "no unique-key put was acknowledged");
