@@ -14,6 +14,36 @@ use crate::node::{Node, from_fatal, from_write_error};
 
 /// How long `transfer_leader` waits to see the new leader take over.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+/// How long `add_learner` waits for the learner to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
+/// Checks a member's address: `HOST:PORT`, where the other members and clients reach it.
+pub fn check_address(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{addr:?} is not HOST:PORT (e.g. 10.0.0.1:7070), the address the other members and clients reach a node at"
+        )),
+    }
+}
+
+/// A lazily connected HTTP/2 channel to the member at `addr` (plinth's port speaks HTTP/2 in
+/// clear), for the Raft messages and for the calls a follower forwards to the leader: it
+/// reconnects by itself, and notices within seconds a member that stops answering.
+pub fn member_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("the address {addr:?} is not usable: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
+            .connect_lazy(),
+    )
+}
 
 /// The cluster as this node sees it. Replication figures are known only on the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,11 +143,14 @@ impl Node {
                 )))
             };
         }
-        self.raft()
-            .add_learner(id, BasicNode::new(&addr), true)
-            .await
-            .map(|_| ())
-            .map_err(membership_error)
+        check_address(&addr).map_err(NodeError::Refused)?;
+        let added = self.raft().add_learner(id, BasicNode::new(&addr), true);
+        match tokio::time::timeout(CATCH_UP_WAIT, added).await {
+            Ok(result) => result.map(|_| ()).map_err(membership_error),
+            Err(_) => Err(NodeError::Unavailable(format!(
+                "node {id} was added as a learner but has not caught up within {CATCH_UP_WAIT:?}; check that it runs and listens at {addr} (`plinth cluster status` shows its lag)"
+            ))),
+        }
     }
 
     /// Makes learner `id` a voter.

@@ -30,7 +30,7 @@ use std::fmt;
 use plinth_core::{Command, Request};
 use serde::{Deserialize, Serialize};
 
-pub use cluster::{ClusterStatus, Member};
+pub use cluster::{ClusterStatus, Member, check_address, member_channel};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};

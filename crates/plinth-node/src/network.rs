@@ -21,7 +21,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{Raft, SnapshotMeta, TypeConfig, Vote};
 
@@ -34,8 +34,6 @@ pub use pb::peer_server::PeerServer;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
-/// How long a peer may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The bytes of a snapshot in one chunk of the install stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long a whole snapshot may take to send and install.
@@ -72,24 +70,13 @@ enum Rpc {
 
 impl PeerClient {
     fn new(target: u64, addr: &str) -> PeerClient {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let client = Endpoint::from_shared(url)
-            .map(|e| {
-                let channel = e
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(1))
-                    .keep_alive_timeout(Duration::from_secs(2))
-                    .connect_lazy();
+        let client = crate::cluster::member_channel(addr)
+            .map(|channel| {
                 pb::peer_client::PeerClient::new(channel)
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
             })
-            .map_err(|e| format!("node {target}'s address {addr:?} is not usable: {e}"));
+            .map_err(|e| format!("node {target}: {e}"));
         PeerClient { target, client }
     }
 

@@ -19,13 +19,13 @@ impl Api {
         r: pb::ClusterAddLearnerRequest,
     ) -> Result<pb::ClusterStatusResponse, ApiError> {
         let id = node_id(r.id)?;
-        if r.address.trim().is_empty() {
-            return Err(ApiError::new(
+        plinth_node::check_address(&r.address).map_err(|e| {
+            ApiError::new(
                 ErrorCode::InvalidArgument,
                 "address",
-                "address is empty; give the host:port where the new node listens",
-            ));
-        }
+                format!("address {e}; give the host:port where the new node listens"),
+            )
+        })?;
         self.node.add_learner(id, r.address).await?;
         Ok(self.cluster_reply())
     }

@@ -16,15 +16,11 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
 use plinth_core::ErrorCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::ServiceExt as _;
 
 /// Set on a call one node forwards to another, to the forwarding node's id.
 pub const FORWARDED_BY: &str = "plinth-forwarded-by";
-
-/// How long the leader may take to accept the forwarding node's connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub(crate) struct Forwarder {
@@ -48,19 +44,8 @@ impl Forwarder {
         {
             return Ok(channel.clone());
         }
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Endpoint::from_shared(url)
-            .map_err(|e| format!("the leader's address {addr:?} is not usable: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = plinth_node::member_channel(addr)
+            .map_err(|e| format!("cannot reach the leader: {e}"))?;
         *leader = Some((addr.to_owned(), channel.clone()));
         Ok(channel)
     }

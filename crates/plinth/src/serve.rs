@@ -88,6 +88,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .or(file.advertise.clone())
         .or_else(|| peers.get(&node_id).cloned())
         .unwrap_or_else(|| addr.to_string());
+    plinth_node::check_address(&advertise)
+        .map_err(|e| anyhow::anyhow!("--advertise: the address {e}"))?;
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         node_id,
@@ -137,12 +139,8 @@ fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
                 format!("--peers entry {entry:?}: the id must be a whole number from 1")
             })?;
         let addr = addr.trim();
-        if addr
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
-            anyhow::bail!("--peers entry {entry:?}: the address must be HOST:PORT");
-        }
+        plinth_node::check_address(addr)
+            .map_err(|e| anyhow::anyhow!("--peers entry {entry:?}: the address {e}"))?;
         if peers.insert(id, addr.to_owned()).is_some() {
             anyhow::bail!("--peers names node {id} twice");
         }

@@ -590,3 +590,35 @@ fn the_checker_accepts_linearizable_and_refuses_other_histories() {
     ];
     assert!(!linearizability::linearizable(&flicker));
 }
+
+#[tokio::test]
+async fn bad_cluster_changes_are_clear_errors_and_change_nothing() {
+    let server = common::Server::start();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["cluster", "add-learner", "2", "nohost"],
+            "address \"nohost\" is not HOST:PORT",
+        ),
+        (&["cluster", "add-learner", "0", "127.0.0.1:1"], "id is 0"),
+        (&["cluster", "promote", "9"], "node 9 is not a member"),
+        (&["cluster", "remove", "1"], "node 1 is the only voter"),
+        (
+            &["cluster", "transfer-leader", "9"],
+            "node 9 is not a voter",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = server.cli(args);
+        assert_ne!(code, 0, "{args:?} succeeded: {out}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let (code, out, _) = server.cli(&["cluster", "status"]);
+    assert_eq!(code, 0);
+    let members: Vec<&str> = out.lines().filter(|l| l.starts_with("1 ")).collect();
+    assert_eq!(members.len(), 1, "still node 1 alone: {out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("127.0.0.1")).count(),
+        1,
+        "{out}"
+    );
+}
