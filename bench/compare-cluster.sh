@@ -145,13 +145,5 @@ log "writing docs/benchmarks.md"
 
 cp "$RESULTS" docs/benchmarks-cluster.jsonl
 
-python3 - "$OUT/section.md" <<'PY'
-import re, sys
-section = open(sys.argv[1]).read()
-path = "docs/benchmarks.md"
-text = open(path).read()
-pattern = re.compile(r"<!-- compare-cluster.sh begin.*?<!-- compare-cluster.sh end -->\n?", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-PY
+bench/put-section.py compare-cluster.sh "$OUT/section.md"
 log "done: docs/benchmarks.md"

@@ -136,13 +136,5 @@ log "writing docs/benchmarks.md"
 # The raw reports, one JSON object a line, beside the page: `plinth-bench tables` reads them.
 cp "$RESULTS" docs/benchmarks-results.jsonl
 
-python3 - "$OUT/section.md" <<'PY'
-import re, sys
-section = open(sys.argv[1]).read()
-path = "docs/benchmarks.md"
-text = open(path).read()
-pattern = re.compile(r"<!-- compare.sh begin.*?<!-- compare.sh end -->\n?", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-PY
+bench/put-section.py compare.sh "$OUT/section.md"
 log "done: docs/benchmarks.md"

@@ -114,6 +114,12 @@ impl Node {
         }
     }
 
+    /// The id of the leader this node knows of; cheaper than [`Node::leader`], for the check
+    /// every call makes.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft().metrics().borrow_watched().current_leader
+    }
+
     /// The leader this node knows of, with its address: where a call this node cannot serve
     /// should go. `None` while no leader is known.
     pub fn leader(&self) -> Option<(u64, String)> {
@@ -202,15 +208,10 @@ impl Node {
             return Ok(());
         }
         if status.leader_id != Some(status.node_id) {
-            return Err(match self.leader() {
-                Some((id, addr)) => NodeError::NotLeader {
-                    leader_id: Some(id),
-                    leader_addr: Some(addr),
-                },
-                None => NodeError::NotLeader {
-                    leader_id: None,
-                    leader_addr: None,
-                },
+            let (leader_id, leader_addr) = self.leader().unzip();
+            return Err(NodeError::NotLeader {
+                leader_id,
+                leader_addr,
             });
         }
         if !status.members.iter().any(|m| m.id == to && m.voter) {

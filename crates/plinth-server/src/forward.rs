@@ -57,6 +57,10 @@ pub(crate) async fn forward(State(f): State<Forwarder>, request: Request, next: 
         return next.run(request).await;
     }
     let me = f.api.node.node_id();
+    // The leader itself (every call, on a single node) stops at the cheap check.
+    if f.api.node.leader_id().is_none_or(|leader| leader == me) {
+        return next.run(request).await;
+    }
     match f.api.node.leader() {
         Some((leader, addr)) if leader != me => proxy(&f, request, me, leader, &addr).await,
         _ => next.run(request).await,

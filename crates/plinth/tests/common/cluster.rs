@@ -2,7 +2,6 @@
 //! data directories, and the faults the tests inject into them: `kill -9` and restart, SIGSTOP
 //! and SIGCONT (a paused process), and membership change through the CLI.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,17 +145,7 @@ impl Cluster {
             command.arg("--peers").arg(&peers);
         }
         let mut child = command.spawn().expect("spawn plinth");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
+        if super::serving_line(&mut child).is_none() {
             panic!("node {id} did not start; its log:\n{}", r.log_text());
         }
         r.child = Some(child);

@@ -60,21 +60,8 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn plinth");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("plinth did not start; its log:\n{}", self.log_text());
-            }
+        let Some(line) = serving_line(&mut child) else {
+            panic!("plinth did not start; its log:\n{}", self.log_text());
         };
         let addr = line
             .split("http://")
@@ -161,6 +148,26 @@ impl Server {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// Waits (up to a minute) for the line a started `plinth serve` prints once it serves, and
+/// returns it; `None`, with the child killed, if it never comes. The rest of its stdout is
+/// drained so the child never blocks on a full pipe.
+pub fn serving_line(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).ok();
+    if line.is_none() {
+        let _ = child.kill();
+    }
+    line
 }
 
 impl Drop for Server {
