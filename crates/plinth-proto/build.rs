@@ -40,6 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     builder = builder
         .field_attribute(
+            "SnapshotChunk.data",
+            "#[serde(with = \"crate::json::bytes\")]",
+        )
+        .field_attribute(
             "LeaseTimeToLiveResponse.keys",
             "#[serde(with = \"crate::json::bytes_list\")]",
         )

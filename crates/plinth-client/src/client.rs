@@ -22,6 +22,15 @@ type Channel = Transport;
 
 /// A handle to a plinth server. Cheap to clone; clones share the connection, which reconnects
 /// by itself after the server restarts.
+/// A backup saved by [`Client::snapshot_save`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSaved {
+    /// The revision of the state in the file.
+    pub revision: u64,
+    /// The file's size.
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Client {
     kv: KvClient<Channel>,
@@ -317,6 +326,78 @@ impl Client {
             .status(pb::StatusRequest {})
             .await?
             .into_inner())
+    }
+
+    /// Saves a backup of the whole state to `path`, as `plinth snapshot save` does: every write
+    /// acknowledged before the call is in it. The file appears complete or not at all (it is
+    /// written beside `path`, synced, then renamed). Restore it with `plinth snapshot restore`.
+    pub async fn snapshot_save(&self, path: &std::path::Path) -> Result<SnapshotSaved, Error> {
+        use tokio::io::AsyncWriteExt as _;
+        let io = |what: &str, e: std::io::Error| {
+            let mut err = Error::new(
+                crate::Code::Internal,
+                format!("cannot {what} {}: {e}", path.display()),
+            );
+            err.field = "path".to_owned();
+            err
+        };
+        let mut stream = self
+            .maintenance
+            .clone()
+            .snapshot(pb::SnapshotRequest {})
+            .await?
+            .into_inner();
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".part");
+        let partial = std::path::PathBuf::from(partial);
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| io("create a file beside", e))?;
+        let written = async {
+            let (mut revision, mut total, mut written) = (0, 0, 0u64);
+            while let Some(chunk) = stream.message().await? {
+                if let Some(header) = chunk.header {
+                    (revision, total) = (header.revision, chunk.total_bytes);
+                }
+                file.write_all(&chunk.data)
+                    .await
+                    .map_err(|e| io("write", e))?;
+                written += chunk.data.len() as u64;
+            }
+            if written != total {
+                return Err(Error::new(
+                    crate::Code::Unavailable,
+                    format!("the backup stream ended after {written} of {total} bytes"),
+                ));
+            }
+            file.sync_all().await.map_err(|e| io("sync", e))?;
+            Ok(SnapshotSaved {
+                revision,
+                bytes: written,
+            })
+        }
+        .await;
+        drop(file);
+        let saved = match written {
+            Ok(saved) => saved,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&partial, path)
+            .await
+            .map_err(|e| io("rename the finished backup to", e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename is durable once the directory is.
+            let dir = tokio::fs::File::open(dir)
+                .await
+                .map_err(|e| io("open the directory of", e))?;
+            dir.sync_all()
+                .await
+                .map_err(|e| io("sync the directory of", e))?;
+        }
+        Ok(saved)
     }
 
     // ---- cluster ----

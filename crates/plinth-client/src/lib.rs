@@ -24,7 +24,7 @@ mod schedule;
 mod transport;
 mod watch;
 
-pub use client::Client;
+pub use client::{Client, SnapshotSaved};
 pub use config::{ConfigSnapshot, ConfigUpdate, ConfigWatcher, ConfigWatcherStats};
 pub use error::{Code, Error};
 pub use lease::KeepAlive;

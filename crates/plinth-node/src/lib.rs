@@ -10,11 +10,12 @@
 //! public API names an openraft type, so the server above depends on plinth-node and plinth-core
 //! only, and an openraft upgrade stays inside this crate.
 //!
-//! Layout: `config` (what an operator sets), `log_store` (RaftLogStorage on the WAL),
+//! Layout: `config` (what an operator sets), `backup` (backup files and restore), `log_store` (RaftLogStorage on the WAL),
 //! `state_machine` (RaftStateMachine on core, snapshots), `network` (the Raft transport between replicas), `cluster` (membership and its status),
 //! `node` (the handle: start, propose, read, status, shutdown), `watch` (event fan-out),
 //! `ticker` (the task that proposes `Tick` and `Refresh`), `error`.
 
+mod backup;
 mod cluster;
 mod config;
 mod error;
@@ -30,6 +31,7 @@ use std::fmt;
 use plinth_core::{Command, Request};
 use serde::{Deserialize, Serialize};
 
+pub use backup::{BackupInfo, inspect_backup, stage_restore};
 pub use cluster::{ClusterStatus, Member, check_address, member_channel};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};

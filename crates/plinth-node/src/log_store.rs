@@ -108,6 +108,12 @@ impl LogStore {
         self.inner.appended_bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether nothing was ever stored: no vote, no entry, no purge point.
+    pub(crate) fn is_pristine(&self) -> bool {
+        let meta = self.inner.meta();
+        meta.vote.is_none() && meta.last_purged.is_none() && meta.last_entry.is_none()
+    }
+
     pub(crate) fn wal(&self) -> &Wal {
         &self.inner.wal
     }

@@ -103,6 +103,7 @@ impl Node {
                 })?;
                 let lock = lock_data_dir(&cfg.data_dir)?;
                 let log = LogStore::open(&cfg.wal_dir(), cfg.wal_options())?;
+                crate::backup::apply_staged_restore(&cfg, &log)?;
                 let sm = StateMachineStore::open(&cfg.snapshot_dir())?;
                 Ok((lock, log, sm))
             })
@@ -338,6 +339,27 @@ impl Node {
         }
         let data = self.inner.sm.read();
         Ok(f(&data.state))
+    }
+
+    /// The whole state as a backup file (see [`crate::inspect_backup`]), after a linearizable
+    /// read: every write acknowledged before the call is in it. Returns the file's bytes and
+    /// the revision they hold. The encoding runs off the async threads, holding the state's
+    /// read lock (applies wait for it, as for a snapshot).
+    pub async fn backup(&self) -> Result<(Vec<u8>, Revision), NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        self.barrier().await?;
+        let sm = Arc::clone(&self.inner.sm);
+        let hint = sm.snapshot_bytes();
+        tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::with_capacity(hint + hint / 8 + 4096);
+            let data = sm.read();
+            crate::backup::encode(&data.state, &mut bytes);
+            (bytes, data.state.revision())
+        })
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("encoding the backup failed: {e}")))
     }
 
     /// Waits until the state reflects every entry committed before now (read index).

@@ -332,7 +332,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// The snapshot directory: one file per snapshot, named by the index after its last entry, only
 /// the newest kept.
-struct SnapshotDir {
+pub(crate) struct SnapshotDir {
     dir: PathBuf,
     /// Writers (a build and an install may overlap) take turns, so the cleanup of one never
     /// deletes the file the other is about to rename into place.
@@ -340,7 +340,7 @@ struct SnapshotDir {
 }
 
 impl SnapshotDir {
-    fn open(dir: &Path) -> io::Result<SnapshotDir> {
+    pub(crate) fn open(dir: &Path) -> io::Result<SnapshotDir> {
         fs::create_dir_all(dir)?;
         Ok(SnapshotDir {
             dir: dir.to_path_buf(),
@@ -376,7 +376,7 @@ impl SnapshotDir {
 
     /// Writes the snapshot atomically (temporary file, fsync, rename, directory fsync), then
     /// deletes all but the newest file.
-    fn write(&self, meta: &SnapshotMeta, state: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&self, meta: &SnapshotMeta, state: &[u8]) -> io::Result<()> {
         let _turn = self
             .write_lock
             .lock()
@@ -393,7 +393,7 @@ impl SnapshotDir {
     /// The newest snapshot that decodes. A damaged newer file is reported and skipped: an older
     /// snapshot plus the log may still cover the state (openraft refuses to start if the log
     /// below was purged).
-    fn newest(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    pub(crate) fn newest(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         for (_, path) in self.list()? {
             let bytes = fs::read(&path)?;
             match decode_snapshot(&bytes) {

@@ -350,6 +350,58 @@ async fn a_lease_survives_a_restart_and_the_new_leader_refreshes_it() {
     node.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_backup_restores_into_a_new_node_that_keeps_serving_and_restarting() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(source_dir.path())).await.unwrap();
+    for i in 0..50 {
+        put(&node, &format!("key-{i:02}"), &format!("value-{i}")).await;
+    }
+    let (bytes, at) = node.backup().await.unwrap();
+    assert_eq!(at, revision(&node).await);
+    // A write after the backup is not in it.
+    put(&node, "later", "x").await;
+    node.shutdown().await;
+    drop(node);
+
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("plinth.backup");
+    std::fs::write(&file, &bytes).unwrap();
+    let info = plinth_node::inspect_backup(&file).unwrap();
+    assert_eq!((info.revision, info.keys), (at, 50));
+
+    // Only into an empty directory.
+    let refused = plinth_node::stage_restore(&file, source_dir.path()).unwrap_err();
+    assert!(refused.to_string().contains("not empty"), "{refused}");
+    let restored_dir = scratch.path().join("restored");
+    plinth_node::stage_restore(&file, &restored_dir).unwrap();
+
+    let node = Node::start(config(&restored_dir)).await.unwrap();
+    assert_eq!(revision(&node).await, at);
+    assert_eq!(get(&node, "key-07").await.unwrap().value, b"value-7");
+    assert!(get(&node, "later").await.is_none());
+    assert_eq!(
+        put(&node, "after", "restore").await.revision,
+        Revision(at.0 + 1)
+    );
+    node.shutdown().await;
+    drop(node);
+
+    // The staged file was consumed; a restart recovers from the snapshot and the log after it.
+    assert!(!restored_dir.join("RESTORE").exists());
+    let node = Node::start(config(&restored_dir)).await.unwrap();
+    assert_eq!(revision(&node).await, Revision(at.0 + 1));
+    assert!(get(&node, "after").await.is_some());
+    node.shutdown().await;
+
+    // A damaged file is refused with the reason.
+    let mut damaged = bytes.clone();
+    damaged[bytes.len() / 2] ^= 0xff;
+    std::fs::write(&file, &damaged).unwrap();
+    let err = plinth_node::inspect_backup(&file).unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_proposals_share_fsyncs() {
     const TASKS: u64 = 64;

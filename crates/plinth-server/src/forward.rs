@@ -69,7 +69,7 @@ pub(crate) async fn forward(State(f): State<Forwarder>, request: Request, next: 
 
 fn stays_here(path: &str) -> bool {
     path.starts_with("/plinth.peer.")
-        || path.starts_with("/plinth.v1.Maintenance/")
+        || path == "/plinth.v1.Maintenance/Status"
         || matches!(
             path,
             "/v1/maintenance/status" | "/metrics" | "/healthz" | "/readyz"

@@ -104,6 +104,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/election/observe", post(observe))
         .route("/v1/config/watch", post(config_watch))
         .route("/v1/registry/watch", post(registry_watch))
+        .route("/v1/maintenance/snapshot", get(snapshot))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -206,6 +207,27 @@ where
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The backup file as the body (`curl -o plinth.backup`), its revision in a header.
+async fn snapshot(State(api): State<Api>) -> Response {
+    match api.backup().await {
+        Ok((bytes, header)) => (
+            [
+                (
+                    http::header::CONTENT_TYPE,
+                    "application/octet-stream".to_owned(),
+                ),
+                (
+                    http::header::HeaderName::from_static("plinth-revision"),
+                    header.revision.to_string(),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics(State(api): State<Api>) -> Response {

@@ -1,8 +1,12 @@
-//! The maintenance calls: a node's status, and its gRPC service.
+//! The maintenance calls: a node's status, a backup of the state, and their gRPC service.
 
-use crate::api::Api;
+use crate::api::{Api, ReplyStream};
 use crate::error::ApiError;
+use axum::body::Bytes;
 use plinth_proto::v1 as pb;
+
+/// The largest piece of a backup in one message.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 impl Api {
     pub async fn maintenance_status(
@@ -42,7 +46,39 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The whole state as a backup file (see `plinth_node::inspect_backup`), with the revision
+    /// it holds.
+    pub(crate) async fn backup(&self) -> Result<(Bytes, pb::ResponseHeader), ApiError> {
+        let (bytes, revision) = self.node.backup().await?;
+        Ok((Bytes::from(bytes), self.header(revision)))
+    }
+
+    pub async fn maintenance_snapshot(
+        &self,
+        _r: pb::SnapshotRequest,
+    ) -> Result<ReplyStream<pb::SnapshotChunk>, ApiError> {
+        let (bytes, header) = self.backup().await?;
+        let total = bytes.len();
+        // A backup is never empty (it ends in a trailer), so there is always a first chunk.
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK_BYTES)).map(move |i| {
+            let start = i * SNAPSHOT_CHUNK_BYTES;
+            let first = i == 0;
+            Ok(pb::SnapshotChunk {
+                header: first.then_some(header),
+                total_bytes: if first { total as u64 } else { 0 },
+                data: bytes
+                    .slice(start..total.min(start + SNAPSHOT_CHUNK_BYTES))
+                    .to_vec(),
+            })
+        });
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+}
+
 grpc_service! {
-    pb::maintenance_server::Maintenance {}
+    pb::maintenance_server::Maintenance {
+        snapshot(pb::SnapshotRequest) -> SnapshotStream(pb::SnapshotChunk) => maintenance_snapshot;
+    }
     status(pb::StatusRequest) -> pb::StatusResponse => maintenance_status;
 }

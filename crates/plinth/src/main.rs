@@ -11,6 +11,7 @@ mod registry;
 mod schedule;
 mod serve;
 mod service_config;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -117,6 +118,13 @@ enum Top {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Backups: save the whole state to a file, check one, restore a data directory from one.
+    Snapshot {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
     /// Start a local cluster of replicas on loopback ports, for trying failover by hand.
     DevCluster(cluster::DevClusterArgs),
     /// The node's status: revision, leader, term, applied index, WAL size.
@@ -151,6 +159,7 @@ fn main() -> ExitCode {
             Top::Config { opts, command } => service_config::run(&opts, command).await,
             Top::Registry { opts, command } => registry::run(&opts, command).await,
             Top::Cluster { opts, command } => cluster::run(&opts, command).await,
+            Top::Snapshot { opts, command } => snapshot::run(&opts, command).await,
             Top::DevCluster(args) => cluster::dev_cluster(args).await,
             Top::Status { opts } => output::status(&opts).await,
         }

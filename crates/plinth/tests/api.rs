@@ -451,6 +451,98 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
 }
 
 #[tokio::test]
+async fn a_backup_saved_by_the_cli_restores_into_a_new_server_with_every_acknowledged_write() {
+    let server = Server::start();
+    let c = client(&server).await;
+    for i in 0..100 {
+        c.put(format!("key-{i:03}"), format!("value-{i}"))
+            .await
+            .unwrap();
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("plinth.backup");
+    let file_arg = file.to_str().unwrap();
+    let (code, out, err) = server.cli(&["snapshot", "save", file_arg]);
+    assert_eq!(code, 0, "{err}");
+    let at = c.status().await.unwrap().revision;
+    assert!(out.contains(&format!("revision {at}, 100 keys")), "{out}");
+    c.put("after-the-backup", "x").await.unwrap();
+
+    // Over HTTP the same backup is the body, its revision in a header.
+    let http = reqwest::get(format!("{}/v1/maintenance/snapshot", server.endpoint()))
+        .await
+        .unwrap();
+    assert_eq!(http.status(), 200);
+    let http_revision: u64 = http.headers()["plinth-revision"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(http_revision, at + 1);
+    let over_http = scratch.path().join("over-http.backup");
+    std::fs::write(&over_http, http.bytes().await.unwrap()).unwrap();
+    let (code, out, err) = server.cli(&["snapshot", "inspect", over_http.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("101 keys"), "{out}");
+
+    // Restore refuses a directory in use, then fills an empty one.
+    let (code, _, err) = server.cli(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        server.data_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty"), "{err}");
+    let restored = scratch.path().join("restored");
+    let (code, out, err) = server.cli(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plinth serve --data-dir"), "{out}");
+
+    let copy = Server::start_on(restored);
+    let r = client(&copy).await;
+    assert_eq!(r.status().await.unwrap().revision, at);
+    let range = r.range_prefix("key-").await.unwrap();
+    assert_eq!(range.kvs.len(), 100);
+    assert!(r.get("after-the-backup").await.unwrap().is_none());
+    assert!(
+        r.put("on-the-copy", "y")
+            .await
+            .unwrap()
+            .header
+            .unwrap()
+            .revision
+            > at
+    );
+
+    // A damaged backup is refused by name, and nothing is staged.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, _, err) = server.cli(&["snapshot", "inspect", file_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum does not match"), "{err}");
+    let elsewhere = scratch.path().join("elsewhere");
+    let (code, _, _) = server.cli(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(!elsewhere.exists());
+}
+
+#[tokio::test]
 async fn serve_reads_its_settings_from_a_toml_file_and_env_vars_override_it() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();

@@ -591,6 +591,52 @@ fn the_checker_accepts_linearizable_and_refuses_other_histories() {
     assert!(!linearizability::linearizable(&flicker));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_from_a_follower_restores_as_a_new_three_node_cluster() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(cluster.endpoints()).unwrap();
+    for i in 0..300 {
+        common::retry(|| client.put(format!("key-{i:03}"), format!("value-{i}"))).await;
+    }
+    // Asked of a follower, the backup is taken by the leader and holds every acknowledged write.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("cluster.backup");
+    let saved = Client::connect_lazy(cluster.replica(follower).endpoint())
+        .unwrap()
+        .snapshot_save(&file)
+        .await
+        .unwrap();
+    drop(cluster);
+
+    let mut restored = Cluster::prepared(3, &[]);
+    for r in &restored.replicas {
+        let (code, _, err) = restored.cli(&[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            r.data_dir.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    restored.spawn_all();
+    let leader = restored.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(restored.endpoints()).unwrap();
+    assert_eq!(client.status().await.unwrap().revision, saved.revision);
+    assert_eq!(client.range_prefix("key-").await.unwrap().kvs.len(), 300);
+    let status = client.cluster_status().await.unwrap();
+    assert_eq!(status.members.len(), 3, "{status:?}");
+    common::retry(|| client.put("on-the-new-cluster", "x")).await;
+
+    // Every member holds the state: the others carry on without the first leader.
+    restored.kill9(leader);
+    restored.leader(Duration::from_secs(20)).await;
+    let after = common::retry(|| client.range_prefix("")).await;
+    assert_eq!(after.kvs.len(), 301);
+}
+
 #[tokio::test]
 async fn bad_cluster_changes_are_clear_errors_and_change_nothing() {
     let server = common::Server::start();

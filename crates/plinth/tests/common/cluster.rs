@@ -59,6 +59,21 @@ impl Cluster {
 
     /// Like `start`, with extra environment variables for some replicas: (id, name, value).
     pub fn start_with_env(n: u64, env: &[(u64, &str, &str)]) -> Cluster {
+        let mut cluster = Cluster::prepared(n, env);
+        cluster.spawn_all();
+        cluster
+    }
+
+    /// Starts every replica of a prepared cluster.
+    pub fn spawn_all(&mut self) {
+        for id in 1..=self.replicas.len() as u64 {
+            self.spawn(id, false);
+        }
+    }
+
+    /// The replicas, ports and data directories of a cluster, none started yet (a test may
+    /// prepare their data directories first).
+    pub fn prepared(n: u64, env: &[(u64, &str, &str)]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let replicas: Vec<Replica> = (1..=n)
             .map(|id| Replica {
@@ -81,15 +96,11 @@ impl Cluster {
             .map(|r| format!("{}={}", r.id, r.addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             replicas,
             peers,
             _tmp: tmp,
-        };
-        for id in 1..=n {
-            cluster.spawn(id, false);
         }
-        cluster
     }
 
     /// Every replica's endpoint, comma-separated, as the SDK and the CLI take them.

@@ -35,6 +35,21 @@ impl Server {
         server
     }
 
+    /// A server on `data_dir`, which the caller prepared (a restored backup).
+    pub fn start_on(data_dir: PathBuf) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let log = tmp.path().join("server.log");
+        let mut server = Server {
+            child: None,
+            data_dir,
+            addr: "127.0.0.1:0".into(),
+            log,
+            _tmp: Some(tmp),
+        };
+        server.spawn();
+        server
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
