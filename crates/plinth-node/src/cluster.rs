@@ -31,11 +31,16 @@ pub fn check_address(addr: &str) -> Result<(), String> {
 
 /// A lazily connected HTTP/2 channel to the member at `addr` (plinth's port speaks HTTP/2 in
 /// clear), for the Raft messages and for the calls a follower forwards to the leader: it
-/// reconnects by itself, and notices within seconds a member that stops answering.
-pub fn member_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
+/// reconnects by itself, and notices within seconds a member that stops answering. It starts
+/// from `source_ip` when one is set (see [`crate::NodeConfig::source_ip`]).
+pub(crate) fn member_channel(
+    addr: &str,
+    source_ip: Option<std::net::IpAddr>,
+) -> Result<tonic::transport::Channel, String> {
     Ok(
         tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("the address {addr:?} is not usable: {e}"))?
+            .local_address(source_ip)
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))

@@ -1,6 +1,7 @@
 //! NodeConfig: what an operator chooses for a replica, and the openraft settings derived from it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ pub struct NodeConfig {
     /// Start without forming a cluster and wait to be added to one (`cluster add-learner` on
     /// its leader). Remembered in the data directory until the node has a log; ignored after.
     pub join: bool,
+    /// The local address connections to other members start from (the Raft messages, and the
+    /// calls a follower forwards), so that a firewall between members sees each member's own
+    /// address. `None`: the operating system chooses.
+    pub source_ip: Option<IpAddr>,
     /// How often the leader checks whether a lease is due and proposes a `Tick`.
     pub tick_interval: Duration,
     /// A snapshot is taken once at least this many log entries have been applied since the last
@@ -61,6 +66,7 @@ impl Default for NodeConfig {
             advertise_addr: "127.0.0.1:7070".to_owned(),
             peers: BTreeMap::new(),
             join: false,
+            source_ip: None,
             tick_interval: Duration::from_millis(100),
             snapshot_logs_since_last: 10_000,
             wal_sync: true,

@@ -32,7 +32,7 @@ use plinth_core::{Command, Request};
 use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupInfo, inspect_backup, stage_restore};
-pub use cluster::{ClusterStatus, Member, check_address, member_channel};
+pub use cluster::{ClusterStatus, Member, check_address};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};

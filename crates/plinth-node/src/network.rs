@@ -43,13 +43,16 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const PEER_MESSAGE_BYTES_MAX: usize = 1 << 30;
 
 /// Hands out a [`PeerClient`] per target; openraft keeps one per replication stream.
-pub(crate) struct PeerNetwork;
+pub(crate) struct PeerNetwork {
+    /// Where connections to peers start from (`NodeConfig::source_ip`).
+    pub(crate) source_ip: Option<std::net::IpAddr>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &openraft::BasicNode) -> PeerClient {
-        PeerClient::new(target, &node.addr)
+        PeerClient::new(target, &node.addr, self.source_ip)
     }
 }
 
@@ -69,8 +72,8 @@ enum Rpc {
 }
 
 impl PeerClient {
-    fn new(target: u64, addr: &str) -> PeerClient {
-        let client = crate::cluster::member_channel(addr)
+    fn new(target: u64, addr: &str, source_ip: Option<std::net::IpAddr>) -> PeerClient {
+        let client = crate::cluster::member_channel(addr, source_ip)
             .map(|channel| {
                 pb::peer_client::PeerClient::new(channel)
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)

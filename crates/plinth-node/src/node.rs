@@ -112,7 +112,10 @@ impl Node {
         };
         let sm_shared = sm.shared();
         let clock = sm_shared.read().state.clock();
-        let raft = Raft::new(cfg.node_id, raft_config, PeerNetwork, log.clone(), sm)
+        let network = PeerNetwork {
+            source_ip: cfg.source_ip,
+        };
+        let raft = Raft::new(cfg.node_id, raft_config, network, log.clone(), sm)
             .await
             .map_err(from_fatal)?;
 
@@ -223,6 +226,12 @@ impl Node {
             Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
         }
         Ok(())
+    }
+
+    /// A lazily connected channel to the member at `addr`, as the Raft messages use: how the
+    /// server forwards a call to the leader.
+    pub fn member_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        crate::cluster::member_channel(addr, self.inner.cfg.source_ip)
     }
 
     /// The internal gRPC service the other members send Raft messages to; the server mounts it

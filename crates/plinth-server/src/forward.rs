@@ -44,7 +44,10 @@ impl Forwarder {
         {
             return Ok(channel.clone());
         }
-        let channel = plinth_node::member_channel(addr)
+        let channel = self
+            .api
+            .node
+            .member_channel(addr)
             .map_err(|e| format!("cannot reach the leader: {e}"))?;
         *leader = Some((addr.to_owned(), channel.clone()));
         Ok(channel)

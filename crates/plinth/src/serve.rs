@@ -96,6 +96,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         advertise_addr: advertise,
         peers,
         join: args.join,
+        // A node that listens on one address talks to the others from it too.
+        source_ip: Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
         tick_interval: args
             .tick_interval
             .or(file.tick_interval()?)

@@ -1,7 +1,8 @@
 //! Cluster fault tests: real replicas on loopback, clients running KV, lock and queue workloads
 //! through the SDK with every endpoint, and faults injected from a seed — `kill -9` and restart of any
 //! node including the leader, SIGSTOP past the election timeout, a slow disk (the WAL's
-//! `fault-injection` hook), membership change under load.
+//! `fault-injection` hook), a network partition with every process alive (through a proxy
+//! between replicas), membership change under load.
 //! Every operation is recorded with its invocation and completion times; afterwards the KV
 //! histories must be linearizable, every acknowledged write present, the fenced lock holders
 //! never overlapping, every acknowledged queue send delivered and no acked message delivered
@@ -26,6 +27,9 @@ const KEYS: u64 = 12;
 const QUEUE: &str = "faults";
 const LOCK: &str = "fault-lock";
 const COUNTER: &str = "fault-lock/counter";
+/// Schedules that fire every second while the faults go on.
+const SCHEDULES: usize = 4;
+const EVERY_MS: u64 = 1_000;
 
 fn seed() -> u64 {
     let seed = std::env::var("PLINTH_FAULT_SEED")
@@ -58,18 +62,22 @@ struct Record {
     redelivered: Mutex<Vec<String>>,
     /// (token, counter value written) of every acknowledged fenced write on the lock.
     fenced: Mutex<Vec<(u64, u64)>>,
+    /// (run id, attempt, claim token) of every claim a worker ran.
+    claims: Mutex<Vec<(String, u32, u64)>>,
 }
 
 struct Workload {
+    client: Client,
     record: Arc<Record>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    worker: plinth_client::Worker,
     start: Instant,
 }
 
 impl Workload {
-    /// Four register clients over `KEYS` keys, two unique-key writers, a queue sender and a
-    /// queue receiver, all through `client`.
+    /// Four register clients over `KEYS` keys, two unique-key writers, a queue sender, a
+    /// queue receiver, two fenced lock workers and a scheduler worker, all through `client`.
     fn start(client: &Client, seed: u64) -> Workload {
         let record = Arc::new(Record::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -197,19 +205,50 @@ impl Workload {
                 }
             }));
         }
+        let claims = record.clone();
+        let options = plinth_client::WorkerOptions {
+            wait: Duration::from_secs(1),
+            ..plinth_client::WorkerOptions::new("fault-worker")
+        };
+        let worker = client.worker(options, move |claim| {
+            claims
+                .claims
+                .lock()
+                .unwrap()
+                .push((claim.run_id, claim.attempt, claim.token));
+            async { Ok::<Vec<u8>, String>(Vec::new()) }
+        });
         Workload {
+            client: client.clone(),
             record,
             stop,
             tasks,
+            worker,
             start,
         }
     }
 
+    /// Stops the clients; pauses the schedules and lets the worker finish every run due.
     async fn stop(self) -> (Arc<Record>, Instant) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.await.expect("workload task");
         }
+        for i in 0..SCHEDULES {
+            common::retry(|| self.client.schedule_pause(format!("fault-sched-{i}"))).await;
+        }
+        common::eventually(
+            Duration::from_secs(60),
+            "every due run finished",
+            || async {
+                self.client.schedule_list().await.is_ok_and(|all| {
+                    all.iter()
+                        .all(|s| s.stats.is_some_and(|t| t.pending == 0 && t.claimed == 0))
+                })
+            },
+        )
+        .await;
+        self.worker.shutdown().await;
         (self.record, self.start)
     }
 }
@@ -358,6 +397,44 @@ async fn verify(client: &Client, record: &Record, start: Instant) {
         "{} acknowledged sends all delivered, none after its ack",
         sends.len()
     );
+
+    // Every fire time from the first to the last has exactly one run, completed; no claim was
+    // handed out twice; and a run ran again only on a later attempt (its claim had expired).
+    let claims = record.claims.lock().unwrap().clone();
+    let distinct: BTreeSet<(&String, u32)> = claims.iter().map(|(r, a, _)| (r, *a)).collect();
+    assert_eq!(
+        distinct.len(),
+        claims.len(),
+        "one attempt of a run was claimed twice: {claims:?}"
+    );
+    let mut total = 0;
+    for i in 0..SCHEDULES {
+        let id = format!("fault-sched-{i}");
+        let schedule = common::retry(|| client.schedule_get(id.clone())).await;
+        let runs = common::retry(|| client.schedule_runs(id.clone(), 0)).await;
+        assert!(!runs.is_empty(), "{id} never ran");
+        let first = schedule.created_at_ms + EVERY_MS;
+        for (n, run) in runs.iter().enumerate() {
+            assert_eq!(
+                run.fire_time_ms,
+                first + EVERY_MS * n as u64,
+                "{id}: a fire time is missing or has two runs"
+            );
+            assert_eq!(run.state, "completed", "{} is {}", run.run_id, run.state);
+            let ran = claims.iter().filter(|(r, _, _)| *r == run.run_id);
+            assert!(
+                ran.clone().all(|(_, attempt, _)| *attempt <= run.attempt),
+                "{} ran on an attempt it never reached",
+                run.run_id
+            );
+            assert!(ran.count() >= 1, "{} completed without running", run.run_id);
+        }
+        total += runs.len();
+    }
+    println!(
+        "{total} fire times, each with exactly one completed run; {} claims, none twice",
+        claims.len()
+    );
 }
 
 async fn setup(cluster: &Cluster) -> Client {
@@ -370,6 +447,25 @@ async fn setup(cluster: &Cluster) -> Client {
         ..Default::default()
     };
     common::retry(|| client.queue_create(QUEUE, config.clone())).await;
+    // Runs whose claims die with a leader come back after their timeout; missed fire times are
+    // caught up.
+    let policy = pb::SchedulePolicy {
+        max_attempts: 50,
+        backoff_ms: Some(200),
+        timeout_ms: 2_000,
+        misfire: "run_all".into(),
+        ..Default::default()
+    };
+    let spec = pb::ScheduleSpec {
+        every_ms: EVERY_MS,
+        ..Default::default()
+    };
+    for i in 0..SCHEDULES {
+        common::retry(|| {
+            client.schedule_create(format!("fault-sched-{i}"), spec.clone(), "", policy.clone())
+        })
+        .await;
+    }
     client
 }
 
@@ -472,6 +568,107 @@ async fn five_nodes_survive_two_failures_and_a_minority_never_acknowledges_a_wri
     let (record, start) = workload.stop().await;
     cluster.leader(Duration::from_secs(20)).await;
     verify(&client, &record, start).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_minority_acknowledges_nothing_and_catches_up_after_healing() {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let cluster = Cluster::start_partitionable(5);
+    let client = setup(&cluster).await;
+    let workload = Workload::start(&client, seed);
+    let mut elections = Vec::new();
+    for cycle in 0..cycles(2) {
+        tokio::time::sleep(Duration::from_millis(rng.u64(300..900))).await;
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        let mut others: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
+        rng.shuffle(&mut others);
+        // Half the time the leader is cut off with one follower and still thinks it leads.
+        let minority = if rng.bool() {
+            [leader, others[0]]
+        } else {
+            [others[0], others[1]]
+        };
+        let majority: Vec<u64> = (1..=5).filter(|id| !minority.contains(id)).collect();
+        cluster.partition(&[&minority, &majority]);
+        let cut = Instant::now();
+        let next = cluster
+            .leader_among(&majority, Duration::from_secs(20))
+            .await;
+        elections.push(cut.elapsed());
+        println!(
+            "cycle {cycle}: cut {minority:?} off from {majority:?} (leader {leader}); node {next} leads the majority after {:?}",
+            cut.elapsed()
+        );
+        // The large side goes on serving ...
+        let key = format!("partition-{cycle}");
+        let majority_client = Client::connect_lazy(
+            majority
+                .iter()
+                .map(|id| cluster.replica(*id).endpoint())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .unwrap();
+        common::retry(|| majority_client.put(key.clone(), "written by the majority")).await;
+        // ... and the small side, every process alive, acknowledges nothing.
+        for id in minority {
+            let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
+            let put = tokio::time::timeout(
+                Duration::from_secs(3),
+                direct.put("minority", format!("{cycle}-{id}")),
+            )
+            .await;
+            assert!(
+                !matches!(put, Ok(Ok(_))),
+                "node {id}, cut off in a minority of two, acknowledged a write"
+            );
+        }
+        cluster.heal();
+        let healed = cluster.leader(Duration::from_secs(20)).await;
+        // The small side rejoins and holds what the majority wrote meanwhile.
+        for id in minority {
+            let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
+            let local = pb::GetRequest {
+                key: key.clone().into_bytes(),
+                serializable: true,
+            };
+            common::eventually(
+                Duration::from_secs(20),
+                &format!("node {id} to hold {key} after healing"),
+                || async {
+                    direct
+                        .get_request(local.clone())
+                        .await
+                        .is_ok_and(|r| r.kv.is_some())
+                },
+            )
+            .await;
+        }
+        println!("cycle {cycle}: healed under node {healed}; {minority:?} caught up");
+    }
+    println!(
+        "median time to a leader on the majority side: {:?}",
+        median(elections)
+    );
+    let (record, start) = workload.stop().await;
+    cluster.leader(Duration::from_secs(20)).await;
+    verify(&client, &record, start).await;
+}
+
+#[test]
+fn the_partition_proxy_cuts_only_replicas_on_different_sides() {
+    use common::proxy::{Sides, connected, replica_ip, replica_of};
+    let mut sides = Sides::new();
+    assert!(connected(&sides, Some(1), 2));
+    sides.extend([(1, 0), (2, 0), (3, 1)]);
+    assert!(connected(&sides, Some(1), 2));
+    assert!(!connected(&sides, Some(1), 3));
+    assert!(!connected(&sides, Some(3), 2));
+    // A client is never cut.
+    assert!(connected(&sides, None, 3));
+    assert_eq!(replica_of(replica_ip(3)), Some(3));
+    assert_eq!(replica_of("127.0.0.1".parse().unwrap()), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,12 +1,16 @@
 //! Cluster harness: 3 or 5 real `plinth` replicas on loopback ports with their own temporary
 //! data directories, and the faults the tests inject into them: `kill -9` and restart, SIGSTOP
-//! and SIGCONT (a paused process), and membership change through the CLI.
+//! and SIGCONT (a paused process), network partitions with every process alive (through
+//! [`super::proxy`]), and membership change through the CLI.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plinth_client::Client;
+
+use super::proxy::{self, Network};
 
 pub struct Replica {
     pub id: u64,
@@ -38,13 +42,19 @@ impl Replica {
 pub struct Cluster {
     pub replicas: Vec<Replica>,
     peers: String,
+    /// The proxies between replicas, for a cluster that can be partitioned.
+    network: Option<Network>,
     _tmp: tempfile::TempDir,
 }
 
 /// A free loopback port: bound, read and released (the kernel does not hand it out again at
 /// once).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn free_port_on(ip: IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
         .expect("bind")
         .local_addr()
         .expect("addr")
@@ -69,6 +79,45 @@ impl Cluster {
         for id in 1..=self.replicas.len() as u64 {
             self.spawn(id, false);
         }
+    }
+
+    /// Starts `n` replicas whose connections to each other pass through a fault-injecting
+    /// proxy, so that [`Cluster::partition`] can cut the network between them. Call from
+    /// within a Tokio runtime.
+    pub fn start_partitionable(n: u64) -> Cluster {
+        let mut cluster = Cluster::prepared(n, &[]);
+        let mut network = Network::new();
+        for r in &mut cluster.replicas {
+            let ip = proxy::replica_ip(r.id);
+            r.addr = format!("{ip}:{}", free_port_on(ip));
+        }
+        cluster.peers = cluster
+            .replicas
+            .iter()
+            .map(|r| {
+                let upstream = r.addr.parse().expect("a socket address");
+                format!("{}={}", r.id, network.proxy(r.id, upstream))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        cluster.network = Some(network);
+        cluster.spawn_all();
+        cluster
+    }
+
+    /// Cuts the network between the groups (every process stays alive); see [`super::proxy`].
+    pub fn partition(&self, groups: &[&[u64]]) {
+        self.network
+            .as_ref()
+            .expect("a cluster started with start_partitionable")
+            .partition(groups);
+    }
+
+    pub fn heal(&self) {
+        self.network
+            .as_ref()
+            .expect("a cluster started with start_partitionable")
+            .heal();
     }
 
     /// The replicas, ports and data directories of a cluster, none started yet (a test may
@@ -99,6 +148,7 @@ impl Cluster {
         Cluster {
             replicas,
             peers,
+            network: None,
             _tmp: tmp,
         }
     }
@@ -219,23 +269,35 @@ impl Cluster {
     /// The leader as the running, unpaused replicas agree on it: every one of them names the
     /// same leader, which is among them, in the same term. Waits up to `within`.
     pub async fn leader(&self, within: Duration) -> u64 {
+        let all: Vec<u64> = self.replicas.iter().map(|r| r.id).collect();
+        self.leader_among(&all, within).await
+    }
+
+    /// The leader as the running, unpaused replicas among `ids` agree on it (one side of a
+    /// partition). Waits up to `within`.
+    pub async fn leader_among(&self, ids: &[u64], within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(leader) = self.agreed_leader().await {
+            if let Some(leader) = self.agreed_leader(ids).await {
                 return leader;
             }
             assert!(
                 Instant::now() < deadline,
-                "no leader agreed on within {within:?}; logs:\n{}",
+                "no leader agreed on by {ids:?} within {within:?}; logs:\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    async fn agreed_leader(&self) -> Option<u64> {
+    async fn agreed_leader(&self, ids: &[u64]) -> Option<u64> {
         let mut seen = None;
-        for r in self.replicas.iter().filter(|r| r.is_running() && !r.paused) {
+        let asked = || {
+            self.replicas
+                .iter()
+                .filter(|r| ids.contains(&r.id) && r.is_running() && !r.paused)
+        };
+        for r in asked() {
             let client = Client::connect_lazy(r.endpoint()).ok()?;
             let status = tokio::time::timeout(Duration::from_secs(1), client.status())
                 .await
@@ -251,10 +313,7 @@ impl Cluster {
             }
         }
         let (leader, _) = seen?;
-        self.replicas
-            .iter()
-            .any(|r| r.id == leader && r.is_running() && !r.paused)
-            .then_some(leader)
+        asked().any(|r| r.id == leader).then_some(leader)
     }
 
     /// Runs the CLI against every replica's endpoint; returns (exit code, stdout, stderr).
