@@ -656,6 +656,28 @@ async fn a_partitioned_minority_acknowledges_nothing_and_catches_up_after_healin
     verify(&client, &record, start).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_ride_out_a_failover_without_the_caller_retrying() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(cluster.endpoints()).unwrap();
+    common::retry(|| client.put("steady", "v")).await;
+    cluster.kill9(leader);
+    // Through the election and after it, every read answers: the SDK resends reads round the
+    // endpoints until one can serve them.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut reads = 0;
+    while Instant::now() < until {
+        let kv = tokio::time::timeout(Duration::from_secs(20), client.get("steady"))
+            .await
+            .expect("a read answered within 20 s")
+            .expect("a read across the failover");
+        assert_eq!(kv.expect("the key").value, b"v");
+        reads += 1;
+    }
+    println!("{reads} reads across the failover, none failed");
+}
+
 #[test]
 fn the_partition_proxy_cuts_only_replicas_on_different_sides() {
     use common::proxy::{Sides, connected, replica_ip, replica_of};
