@@ -41,6 +41,24 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The largest peer message: an append can carry a batch of commands that each carry up to the
 /// bulk limit of the public API.
 pub(crate) const PEER_MESSAGE_BYTES_MAX: usize = 1 << 30;
+/// The largest encoded append: the peer message limit less room for its envelope. An append
+/// over it is cut by size (`fitting_prefix`); one command is far below it (the largest, a bulk
+/// call, is about 128 MiB).
+const APPEND_BYTES_MAX: usize = PEER_MESSAGE_BYTES_MAX - (1 << 20);
+
+/// How many of the entries, whose encoded sizes are `sizes`, fit in `limit` bytes together:
+/// always at least one, so replication moves on whatever the sizes.
+fn fitting_prefix(sizes: &[usize], limit: usize) -> usize {
+    let mut total = 0usize;
+    let fit = sizes
+        .iter()
+        .take_while(|size| {
+            total = total.saturating_add(**size);
+            total <= limit
+        })
+        .count();
+    fit.max(1).min(sizes.len())
+}
 
 /// Hands out a [`PeerClient`] per target; openraft keeps one per replication stream.
 pub(crate) struct PeerNetwork {
@@ -93,10 +111,21 @@ impl PeerClient {
         request: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
+        let payload = encode(request).map_err(RPCError::Network)?;
+        self.send(rpc, payload, ttl).await
+    }
+
+    /// Sends an encoded request and decodes the reply.
+    async fn send<Resp: DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
         let mut client = self.client()?;
         let message = pb::PeerMessage {
             target: self.target,
-            payload: encode(request).map_err(RPCError::Network)?,
+            payload,
         };
         let call = async {
             match rpc {
@@ -124,10 +153,42 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        if payload.len() <= APPEND_BYTES_MAX {
+            return self
+                .send(Rpc::AppendEntries, payload, option.hard_ttl())
+                .await;
+        }
+        // Too large for one message (a batch of large commands): send the entries that fit,
+        // and tell openraft how far they reached; it sends the rest next.
+        let sizes = rpc
+            .entries
+            .iter()
+            .map(|entry| encode(entry).map(|bytes| bytes.len()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RPCError::Network)?;
+        let keep = fitting_prefix(&sizes, APPEND_BYTES_MAX);
+        rpc.entries.truncate(keep);
+        let sent_up_to = rpc.entries.last().map(|entry| entry.log_id);
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        tracing::debug!(
+            target = self.target,
+            entries = keep,
+            of = sizes.len(),
+            "append split by size"
+        );
+        Ok(
+            match self
+                .send(Rpc::AppendEntries, payload, option.hard_ttl())
+                .await?
+            {
+                AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(sent_up_to),
+                other => other,
+            },
+        )
     }
 
     async fn vote(
@@ -303,5 +364,20 @@ impl pb::peer_server::Peer for PeerService {
             snapshot: data,
         };
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting_prefix;
+
+    #[test]
+    fn an_append_too_large_is_cut_to_the_entries_that_fit_and_never_to_none() {
+        assert_eq!(fitting_prefix(&[10, 10, 10], 100), 3);
+        assert_eq!(fitting_prefix(&[40, 40, 40], 100), 2);
+        assert_eq!(fitting_prefix(&[40, 60, 1], 100), 2);
+        // One entry alone over the limit still goes (the receiver's limit is the real bound).
+        assert_eq!(fitting_prefix(&[500, 1], 100), 1);
+        assert_eq!(fitting_prefix(&[], 100), 0);
     }
 }
