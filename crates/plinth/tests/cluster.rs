@@ -469,6 +469,22 @@ async fn setup(cluster: &Cluster) -> Client {
     client
 }
 
+/// Each of `minority`, asked directly, acknowledges no write within 3 s.
+async fn assert_refuses_writes(cluster: &Cluster, minority: &[u64], cycle: usize) {
+    for &id in minority {
+        let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
+        let put = tokio::time::timeout(
+            Duration::from_secs(3),
+            direct.put("minority", format!("{cycle}-{id}")),
+        )
+        .await;
+        assert!(
+            !matches!(put, Ok(Ok(_))),
+            "node {id}, in a minority, acknowledged a write"
+        );
+    }
+}
+
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -545,18 +561,7 @@ async fn five_nodes_survive_two_failures_and_a_minority_never_acknowledges_a_wri
         for id in paused {
             cluster.pause(id);
         }
-        for id in minority {
-            let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
-            let put = tokio::time::timeout(
-                Duration::from_secs(3),
-                direct.put("minority", format!("{cycle}-{id}")),
-            )
-            .await;
-            assert!(
-                !matches!(put, Ok(Ok(_))),
-                "node {id}, in a minority of two, acknowledged a write"
-            );
-        }
+        assert_refuses_writes(&cluster, &minority, cycle).await;
         for id in paused {
             cluster.resume(id);
         }
@@ -612,18 +617,7 @@ async fn a_partitioned_minority_acknowledges_nothing_and_catches_up_after_healin
         .unwrap();
         common::retry(|| majority_client.put(key.clone(), "written by the majority")).await;
         // ... and the small side, every process alive, acknowledges nothing.
-        for id in minority {
-            let direct = Client::connect_lazy(cluster.replica(id).endpoint()).unwrap();
-            let put = tokio::time::timeout(
-                Duration::from_secs(3),
-                direct.put("minority", format!("{cycle}-{id}")),
-            )
-            .await;
-            assert!(
-                !matches!(put, Ok(Ok(_))),
-                "node {id}, cut off in a minority of two, acknowledged a write"
-            );
-        }
+        assert_refuses_writes(&cluster, &minority, cycle).await;
         cluster.heal();
         let healed = cluster.leader(Duration::from_secs(20)).await;
         // The small side rejoins and holds what the majority wrote meanwhile.

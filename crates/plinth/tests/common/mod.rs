@@ -22,23 +22,17 @@ pub struct Server {
 impl Server {
     /// A fresh server on a new temporary data directory.
     pub fn start() -> Server {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data_dir = tmp.path().join("data");
-        let log = tmp.path().join("server.log");
-        let mut server = Server {
-            child: None,
-            data_dir,
-            addr: "127.0.0.1:0".into(),
-            log,
-            _tmp: Some(tmp),
-        };
-        server.spawn();
-        server
+        Server::start_in(None)
     }
 
     /// A server on `data_dir`, which the caller prepared (a restored backup).
     pub fn start_on(data_dir: PathBuf) -> Server {
+        Server::start_in(Some(data_dir))
+    }
+
+    fn start_in(data_dir: Option<PathBuf>) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log = tmp.path().join("server.log");
         let mut server = Server {
             child: None,
