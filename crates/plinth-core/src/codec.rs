@@ -1,7 +1,8 @@
 //! Serde helpers that encode byte strings as bytes (a length, then the bytes) rather than as a
 //! sequence of numbers. In postcard both give the same bytes, so snapshots and log entries keep
 //! their format; the difference is speed: a copy instead of a call per byte, which is what
-//! encoding a large state for a snapshot spends its time on otherwise.
+//! encoding a large state for a snapshot spends its time on otherwise. And the postcard flavor
+//! that hands a snapshot's encoding to its writer in chunks, so that it is never whole in memory.
 
 use serde::de::Deserializer;
 use serde::ser::Serializer;
@@ -55,6 +56,76 @@ pub mod byte_sets {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().map(ByteBuf::into_vec).collect()))
             .collect())
+    }
+}
+
+/// A postcard flavor that hands the encoding to a sink in chunks of about [`CHUNK_BYTES`]:
+/// [`crate::State::write_snapshot`]'s way of encoding without holding the whole output. The
+/// sink's first error is kept in `error` (outside the flavor, which postcard drops when it stops
+/// early) and ends the encoding.
+pub(crate) struct Chunks<'e, F, E> {
+    sink: F,
+    buffer: Vec<u8>,
+    error: &'e mut Option<E>,
+}
+
+/// The size of the chunks handed to a snapshot's sink.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+impl<'e, F: FnMut(&[u8]) -> Result<(), E>, E> Chunks<'e, F, E> {
+    pub(crate) fn new(sink: F, error: &'e mut Option<E>) -> Self {
+        Chunks {
+            sink,
+            buffer: Vec::with_capacity(CHUNK_BYTES),
+            error,
+        }
+    }
+
+    /// Adds `bytes`, handing full chunks (and a large slice whole) to the sink.
+    pub(crate) fn take(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if self.buffer.len() + bytes.len() > CHUNK_BYTES {
+            self.drain()?;
+        }
+        if bytes.len() >= CHUNK_BYTES {
+            self.hand(bytes)
+        } else {
+            self.buffer.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn drain(&mut self) -> postcard::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let handed = self.hand(&buffer);
+        self.buffer = buffer;
+        self.buffer.clear();
+        handed
+    }
+
+    fn hand(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        (self.sink)(bytes).map_err(|e| {
+            *self.error = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), E>, E> postcard::ser_flavors::Flavor for Chunks<'_, F, E> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.take(&[byte])
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.take(bytes)
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.drain()
     }
 }
 

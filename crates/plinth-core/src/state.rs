@@ -342,17 +342,31 @@ impl State {
     /// equal states give equal bytes.
     pub fn to_snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.encode_snapshot(&mut out);
+        let written: Result<(), std::convert::Infallible> = self.write_snapshot(|chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        });
+        written.unwrap_or_else(|never| match never {});
         out
     }
 
-    /// [`State::to_snapshot`] into `out` (cleared first): a caller that reserves about the last
-    /// snapshot's size spares the encoding its doublings, and the memory they briefly hold.
-    pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        postcard::to_io(self, &mut *out).expect("writing to a Vec cannot fail");
+    /// [`State::to_snapshot`] handed to `sink` in chunks as it is encoded, so that a large state
+    /// can go to a file without its whole encoding in memory beside it. The sink does any I/O;
+    /// its first error ends the encoding and is returned.
+    pub fn write_snapshot<E>(&self, sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut error = None;
+        let mut chunks = crate::codec::Chunks::new(sink, &mut error);
+        let encoded = chunks
+            .take(SNAPSHOT_MAGIC)
+            .and_then(|()| chunks.take(&SNAPSHOT_VERSION.to_le_bytes()))
+            .and_then(|()| postcard::serialize_with_flavor(self, chunks));
+        match (encoded, error) {
+            (_, Some(e)) => Err(e),
+            (Ok(()), None) => Ok(()),
+            // Only the sink can stop the encoding of a state: every map and sequence in it has
+            // a known length.
+            (Err(e), None) => panic!("a state always encodes: {e}"),
+        }
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {

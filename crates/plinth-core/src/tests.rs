@@ -227,3 +227,52 @@ fn a_snapshot_with_another_header_is_refused() {
         "snapshot format version 9 is not supported; this build reads version 3"
     );
 }
+
+/// A state whose encoding spans many of `write_snapshot`'s chunks, with values both smaller and
+/// larger than a chunk.
+fn a_large_state() -> State {
+    let mut state = State::default();
+    for i in 0..300u32 {
+        let value = vec![i as u8; if i % 50 == 0 { 100_000 } else { 700 }];
+        let put = Command::Kv(KvCommand::Put {
+            key: format!("k{i:05}").into_bytes(),
+            value,
+            lease: None,
+        });
+        state.apply(&Request {
+            stamp: Millis(1),
+            command: put,
+        });
+    }
+    state
+}
+
+#[test]
+fn a_snapshot_written_in_chunks_is_the_snapshot() {
+    let state = a_large_state();
+    let mut chunks = Vec::new();
+    let written: Result<(), ()> = state.write_snapshot(|chunk| {
+        chunks.push(chunk.to_vec());
+        Ok(())
+    });
+    written.unwrap();
+    assert!(chunks.len() > 4, "{} chunks", chunks.len());
+    assert_eq!(chunks.concat(), state.to_snapshot());
+    assert_eq!(State::from_snapshot(&chunks.concat()).unwrap(), state);
+}
+
+#[test]
+fn a_snapshot_sink_that_fails_ends_the_encoding_with_its_own_error() {
+    let state = a_large_state();
+    let mut taken = 0;
+    let written = state.write_snapshot(|chunk| {
+        if taken > 100_000 {
+            return Err(format!("disk full after {taken} bytes"));
+        }
+        taken += chunk.len();
+        Ok(())
+    });
+    let error = written.unwrap_err();
+    assert!(error.starts_with("disk full after"), "{error}");
+    assert!(taken < state.to_snapshot().len());
+}

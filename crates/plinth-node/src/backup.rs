@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Write as _;
 use std::path::Path;
 
 use openraft::vote::RaftLeaderId as _;
@@ -44,13 +45,14 @@ pub struct BackupInfo {
     pub bytes: u64,
 }
 
-/// Encodes `state` as a backup file into `out` (cleared first).
-pub(crate) fn encode(state: &State, out: &mut Vec<u8>) {
-    state.encode_snapshot(out);
-    let crc = crc32c::crc32c(out);
+/// Encodes `state` as a backup file.
+pub(crate) fn encode(state: &State) -> Vec<u8> {
+    let mut out = state.to_snapshot();
+    let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&BACKUP_VERSION.to_le_bytes());
     out.extend_from_slice(BACKUP_MAGIC);
+    out
 }
 
 /// Checks a backup file's trailer and checksum and loads its state.
@@ -166,8 +168,12 @@ pub(crate) fn apply_staged_restore(cfg: &NodeConfig, log: &LogStore) -> Result<(
         last_log_id: Some(log_id),
         last_membership: StoredMembership::new(Some(log_id), membership),
     };
+    let mut incoming = snapshots.incoming(&meta).map_err(storage)?;
+    incoming
+        .write_all(&bytes[..bytes.len() - TRAILER_BYTES])
+        .map_err(storage)?;
     snapshots
-        .write(&meta, &bytes[..bytes.len() - TRAILER_BYTES])
+        .keep(&meta, incoming.finish().map_err(storage)?)
         .map_err(storage)?;
     fs::remove_file(&staged).map_err(storage)?;
     tracing::info!(revision = %info.revision, keys = info.keys, "restored the staged backup");
@@ -181,8 +187,7 @@ mod tests {
     #[test]
     fn a_backup_round_trips_and_damage_is_named() {
         let state = State::default();
-        let mut bytes = Vec::new();
-        encode(&state, &mut bytes);
+        let bytes = encode(&state);
         assert_eq!(decode(&bytes).expect("decodes"), state);
 
         let mut flipped = bytes.clone();

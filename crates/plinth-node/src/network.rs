@@ -9,6 +9,8 @@
 //! `Unreachable`, which makes openraft back off from that peer and retry.
 
 use std::future::Future;
+use std::io::{self, Read as _, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -23,6 +25,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
+use crate::log_store::blocking;
+use crate::state_machine::{Snapshot, SnapshotDir};
 use crate::{Raft, SnapshotMeta, TypeConfig, Vote};
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -31,8 +35,6 @@ pub(crate) mod pb {
 }
 
 pub use pb::peer_server::PeerServer;
-
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
 /// The bytes of a snapshot in one chunk of the install stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -149,7 +151,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::state_machine::SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -229,15 +231,43 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             target,
             payload: encode(&(vote, snapshot.meta)).map_err(StreamingError::Network)?,
         };
-        let data = snapshot.snapshot;
-        let chunks = (0..data.len().div_ceil(SNAPSHOT_CHUNK_BYTES)).map(move |i| {
-            let end = ((i + 1) * SNAPSHOT_CHUNK_BYTES).min(data.len());
-            pb::PeerMessage {
-                target,
-                payload: data[i * SNAPSHOT_CHUNK_BYTES..end].to_vec(),
+        // Read from the file a chunk at a time, off the async threads, as the stream is sent.
+        let body = snapshot
+            .snapshot
+            .into_body_reader()
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+        let chunks = futures::stream::unfold(Some(body), move |body| async move {
+            let mut body = body?;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+                (&mut body)
+                    .take(SNAPSHOT_CHUNK_BYTES as u64)
+                    .read_to_end(&mut chunk)
+                    .map(|_| (chunk, body))
+            })
+            .await;
+            match read {
+                Ok(Ok((chunk, _))) if chunk.is_empty() => None,
+                Ok(Ok((chunk, body))) => Some((
+                    pb::PeerMessage {
+                        target,
+                        payload: chunk,
+                    },
+                    Some(body),
+                )),
+                // A read that failed ends the stream short; the receiver's load then fails
+                // and openraft sends the snapshot again.
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reading the snapshot to send failed");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the snapshot to send failed");
+                    None
+                }
             }
         });
-        let stream = futures::stream::iter(std::iter::once(head).chain(chunks));
+        let stream = futures::stream::once(async move { head }).chain(chunks);
         let send = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.install_snapshot(stream));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -277,6 +307,8 @@ fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, NetworkError<TypeCon
 pub struct PeerService {
     pub(crate) node_id: u64,
     pub(crate) raft: Raft,
+    /// Where a snapshot sent by the leader is received.
+    pub(crate) snapshots: Arc<SnapshotDir>,
 }
 
 impl PeerService {
@@ -355,13 +387,23 @@ impl pb::peer_server::Peer for PeerService {
         self.check_target(head.target)?;
         let (vote, meta): (Vote, SnapshotMeta) =
             decode(&head.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let mut data = Vec::new();
+        // Received into an incoming file of the snapshot directory, which the install renames
+        // into place (or deletes, if openraft does not install it).
+        let storage = |e: io::Error| tonic::Status::internal(format!("receiving a snapshot: {e}"));
+        let snapshots = Arc::clone(&self.snapshots);
+        let for_file = meta.clone();
+        let mut incoming = blocking(move || snapshots.incoming(&for_file))
+            .await
+            .map_err(storage)?;
         while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?.payload);
+            let payload = chunk?.payload;
+            incoming = blocking(move || incoming.write_all(&payload).map(|()| incoming))
+                .await
+                .map_err(storage)?;
         }
         let snapshot = Snapshot {
             meta,
-            snapshot: data,
+            snapshot: blocking(move || incoming.finish()).await.map_err(storage)?,
         };
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }

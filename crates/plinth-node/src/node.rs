@@ -54,6 +54,8 @@ pub(crate) struct NodeInner {
     raft: Raft,
     log: LogStore,
     sm: Arc<SmShared>,
+    /// The snapshot directory, where the peer service receives a snapshot sent by the leader.
+    snapshots: Arc<crate::state_machine::SnapshotDir>,
     /// The largest stamp this node has put on a command, so stamps never go backwards even if
     /// the wall clock does.
     last_stamp_ms: AtomicU64,
@@ -111,6 +113,7 @@ impl Node {
             .map_err(|e| NodeError::Storage(format!("opening storage failed: {e}")))??
         };
         let sm_shared = sm.shared();
+        let snapshots = sm.snapshots();
         let clock = sm_shared.read().state.clock();
         let network = PeerNetwork {
             source_ip: cfg.source_ip,
@@ -126,6 +129,7 @@ impl Node {
                 raft,
                 log,
                 sm: sm_shared,
+                snapshots,
                 last_stamp_ms: AtomicU64::new(clock.0),
                 shutting_down: AtomicBool::new(false),
                 orphans_abandoned: AtomicBool::new(false),
@@ -240,6 +244,7 @@ impl Node {
         PeerServer::new(PeerService {
             node_id: self.inner.cfg.node_id,
             raft: self.inner.raft.clone(),
+            snapshots: Arc::clone(&self.inner.snapshots),
         })
         .max_decoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
@@ -360,12 +365,9 @@ impl Node {
         }
         self.barrier().await?;
         let sm = Arc::clone(&self.inner.sm);
-        let hint = sm.snapshot_bytes();
         tokio::task::spawn_blocking(move || {
-            let mut bytes = Vec::with_capacity(hint + hint / 8 + 4096);
             let data = sm.read();
-            crate::backup::encode(&data.state, &mut bytes);
-            (bytes, data.state.revision())
+            (crate::backup::encode(&data.state), data.state.revision())
         })
         .await
         .map_err(|e| NodeError::Unavailable(format!("encoding the backup failed: {e}")))

@@ -7,9 +7,9 @@
 //! there up to the saved committed log id, then the rest once this node is leader again.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
@@ -23,18 +23,21 @@ use crate::log_store::blocking;
 use crate::watch::WatchMessage;
 use crate::{LogId, LogRequest, SnapshotMeta, StoredMembership, TypeConfig};
 
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub(crate) type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 /// Applied-event messages a slow watcher may fall behind by before it must re-read history.
 const WATCH_BROADCAST_CAPACITY: usize = 4096;
 
 /// A snapshot file: `magic | format version (u32 LE) | meta length (u32 LE) | meta (postcard:
-/// last applied log id and membership) | State::to_snapshot() bytes`. The state bytes carry their
-/// own magic and version, checked when they are loaded.
+/// last applied log id and membership) | State::write_snapshot() bytes` (the body). The body
+/// carries its own magic and version, checked when it is loaded.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"PLNSNAP\0";
 const SNAPSHOT_VERSION: u32 = 1;
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const SNAPSHOT_SUFFIX: &str = ".bin";
+/// A snapshot being written or received: `.incoming-<n>.tmp`, renamed to its snapshot name once
+/// it is complete and synced (or installed), deleted otherwise; any left by a crash go at open.
+const INCOMING_PREFIX: &str = ".incoming-";
 
 /// What the state machine holds, under one lock so that a snapshot and a read see a state together
 /// with the log position it reflects.
@@ -54,8 +57,8 @@ pub(crate) struct SmShared {
     applied: watch::Sender<Option<u64>>,
     events: broadcast::Sender<WatchMessage>,
     closed: AtomicBool,
-    /// The size of the newest snapshot (0 before the first): the next one's buffer is sized by
-    /// it, and the node snapshots again once the log has grown as large.
+    /// The size of the newest snapshot's body (0 before the first): the node snapshots again
+    /// once the log has grown as large.
     snapshot_bytes: AtomicUsize,
 }
 
@@ -142,7 +145,10 @@ impl StateMachineStore {
             .newest()
             .map_err(|e| NodeError::Storage(e.to_string()))?
         {
-            Some((meta, bytes)) => {
+            Some((meta, mut file)) => {
+                let bytes = file
+                    .read_body()
+                    .map_err(|e| NodeError::Storage(format!("reading the snapshot: {e}")))?;
                 snapshot_bytes = bytes.len();
                 let state = State::from_snapshot(&bytes).map_err(|e| {
                     NodeError::Storage(format!(
@@ -180,6 +186,10 @@ impl StateMachineStore {
     pub(crate) fn shared(&self) -> Arc<SmShared> {
         Arc::clone(&self.shared)
     }
+
+    pub(crate) fn snapshots(&self) -> Arc<SnapshotDir> {
+        Arc::clone(&self.snapshots)
+    }
 }
 
 /// The outcome handed to a caller waiting on a blank or membership entry: nothing changed. Only a
@@ -195,7 +205,7 @@ fn nothing_applied(state: &State) -> Applied {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -256,18 +266,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        mut snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        let state = State::from_snapshot(&snapshot).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot does not load: {e}"),
-            )
-        })?;
-        // Persisted before the swap: if this fails the state machine is unchanged.
+        // Loaded, then persisted, before the swap: if either fails the state machine is unchanged.
         let snapshots = Arc::clone(&self.snapshots);
         let for_file = meta.clone();
-        blocking(move || snapshots.write(&for_file, &snapshot)).await?;
+        let (state, body_bytes) = blocking(move || {
+            let bytes = snapshot.read_body()?;
+            let state = State::from_snapshot(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot does not load: {e}"),
+                )
+            })?;
+            let body_bytes = bytes.len();
+            drop(bytes);
+            snapshots.keep(&for_file, snapshot)?;
+            Ok((state, body_bytes))
+        })
+        .await?;
+        self.shared
+            .snapshot_bytes
+            .store(body_bytes, Ordering::Relaxed);
         {
             let mut data = self.shared.write();
             data.state = state;
@@ -296,37 +316,133 @@ pub(crate) struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Encoded under the read lock, so the bytes and the log position agree; applies wait for
-        // the encoding (not for the file write).
-        // Sized by the last snapshot, so the buffer does not double its way up (and briefly
-        // hold twice the state).
-        let hint = self.shared.snapshot_bytes();
-        let mut bytes = Vec::with_capacity(hint + hint / 8 + 4096);
-        let meta = {
-            let data = self.shared.read();
-            data.state.encode_snapshot(&mut bytes);
-            SnapshotMeta {
+        let (shared, snapshots) = (Arc::clone(&self.shared), Arc::clone(&self.snapshots));
+        let (meta, file) = blocking(move || {
+            // Encoded straight into the file under the read lock, so that the bytes and the log
+            // position agree and no second copy of the state is ever in memory; applies wait for
+            // the encoding (not for the sync).
+            let data = shared.read();
+            let meta = SnapshotMeta {
                 last_log_id: data.last_applied,
                 last_membership: data.membership.clone(),
-            }
-        };
-        self.shared
-            .snapshot_bytes
-            .store(bytes.len(), Ordering::Relaxed);
-        let snapshots = Arc::clone(&self.snapshots);
-        let (meta, bytes) = blocking(move || {
-            snapshots.write(&meta, &bytes)?;
-            Ok((meta, bytes))
+            };
+            let mut incoming = snapshots.incoming(&meta)?;
+            data.state
+                .write_snapshot(|chunk| incoming.write_all(chunk))?;
+            drop(data);
+            let file = incoming.finish()?;
+            shared
+                .snapshot_bytes
+                .store(file.body_len() as usize, Ordering::Relaxed);
+            let file = snapshots.keep(&meta, file)?;
+            Ok((meta, file))
         })
         .await?;
-        tracing::debug!(last_applied = ?meta.last_log_id, bytes = bytes.len(), "built snapshot");
+        tracing::debug!(last_applied = ?meta.last_log_id, bytes = file.body_len(), "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: bytes,
+            snapshot: file,
         })
+    }
+}
+
+/// The body of one snapshot in its file: the node's newest snapshot, or one being written or
+/// received (`incoming`, deleted when dropped unless kept). The open handle reads the same bytes
+/// even after a newer snapshot replaces the file.
+#[derive(Debug)]
+pub(crate) struct SnapshotFile {
+    file: fs::File,
+    path: PathBuf,
+    body_offset: u64,
+    len: u64,
+    incoming: bool,
+}
+
+impl SnapshotFile {
+    pub(crate) fn body_len(&self) -> u64 {
+        self.len - self.body_offset
+    }
+
+    /// The whole body, in memory: what a state loads from.
+    pub(crate) fn read_body(&mut self) -> io::Result<Vec<u8>> {
+        self.file.seek(SeekFrom::Start(self.body_offset))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(self.body_len()).unwrap_or(0));
+        (&self.file).take(self.body_len()).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The body as a reader from its start, for sending it to another member.
+    pub(crate) fn into_body_reader(mut self) -> io::Result<impl io::Read + Send + 'static> {
+        self.file.seek(SeekFrom::Start(self.body_offset))?;
+        let len = self.body_len();
+        let file = self.file.try_clone()?;
+        Ok(file.take(len))
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.incoming {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A snapshot file being written: its header is written when it is made; the body is written
+/// through `io::Write` (in the encoder's or the sender's chunks, so unbuffered), then
+/// [`Incoming::finish`] syncs it. Deleted if dropped unfinished.
+pub(crate) struct Incoming {
+    /// `None` once finished.
+    file: Option<fs::File>,
+    path: PathBuf,
+    body_offset: u64,
+}
+
+impl io::Write for Incoming {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer().flush()
+    }
+}
+
+impl Incoming {
+    fn writer(&mut self) -> &mut fs::File {
+        self.file
+            .as_mut()
+            .expect("an incoming snapshot is written before it is finished")
+    }
+
+    /// Syncs the file; it stays incoming until [`SnapshotDir::keep`].
+    pub(crate) fn finish(mut self) -> io::Result<SnapshotFile> {
+        // From here the snapshot file deletes itself if dropped while incoming.
+        let mut snapshot = SnapshotFile {
+            file: self.file.take().expect("finished once"),
+            path: std::mem::take(&mut self.path),
+            body_offset: self.body_offset,
+            len: 0,
+            incoming: true,
+        };
+        snapshot.file.sync_all()?;
+        snapshot.len = snapshot.file.metadata()?.len();
+        Ok(snapshot)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -337,14 +453,28 @@ pub(crate) struct SnapshotDir {
     /// Writers (a build and an install may overlap) take turns, so the cleanup of one never
     /// deletes the file the other is about to rename into place.
     write_lock: Mutex<()>,
+    /// Numbers the incoming files.
+    incoming: AtomicU64,
 }
 
 impl SnapshotDir {
+    /// Opens (creating) the directory and deletes what a crash left incoming.
     pub(crate) fn open(dir: &Path) -> io::Result<SnapshotDir> {
         fs::create_dir_all(dir)?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(INCOMING_PREFIX))
+            {
+                fs::remove_file(entry.path())?;
+            }
+        }
         Ok(SnapshotDir {
             dir: dir.to_path_buf(),
             write_lock: Mutex::new(()),
+            incoming: AtomicU64::new(0),
         })
     }
 
@@ -374,30 +504,74 @@ impl SnapshotDir {
         Ok(found)
     }
 
-    /// Writes the snapshot atomically (temporary file, fsync, rename, directory fsync), then
-    /// deletes all but the newest file.
-    pub(crate) fn write(&self, meta: &SnapshotMeta, state: &[u8]) -> io::Result<()> {
+    /// A new incoming file with the header for `meta` written; the body follows through it.
+    pub(crate) fn incoming(&self, meta: &SnapshotMeta) -> io::Result<Incoming> {
+        let header = encode_header(meta)?;
+        let n = self.incoming.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{INCOMING_PREFIX}{n}.tmp"));
+        // Readable too: a received snapshot is loaded from this file before it is kept.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut incoming = Incoming {
+            file: Some(file),
+            path,
+            body_offset: header.len() as u64,
+        };
+        incoming.write_all(&header)?;
+        Ok(incoming)
+    }
+
+    /// Makes `snapshot` this directory's snapshot for `meta`: an incoming file of this
+    /// directory is renamed into place; any other (another node's, in tests) is copied. Then
+    /// every older snapshot file is deleted. Returns the kept file.
+    pub(crate) fn keep(
+        &self,
+        meta: &SnapshotMeta,
+        mut snapshot: SnapshotFile,
+    ) -> io::Result<SnapshotFile> {
+        if !(snapshot.incoming && snapshot.path.parent() == Some(self.dir.as_path())) {
+            let mut incoming = self.incoming(meta)?;
+            io::copy(&mut snapshot.into_body_reader()?, &mut incoming)?;
+            snapshot = incoming.finish()?;
+        }
         let _turn = self
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let next_index = meta.last_log_id.map_or(0, |l| l.index + 1);
-        let bytes = encode_snapshot(meta, state)?;
-        plinth_wal::write_file_atomic(&self.path(next_index), &bytes).map_err(io::Error::other)?;
+        let path = self.path(meta.last_log_id.map_or(0, |l| l.index + 1));
+        fs::rename(&snapshot.path, &path)?;
+        snapshot.path = path;
+        snapshot.incoming = false;
+        plinth_wal::sync_dir(&self.dir).map_err(io::Error::other)?;
         for (_, path) in self.list()?.into_iter().skip(1) {
             fs::remove_file(&path)?;
         }
-        Ok(())
+        Ok(snapshot)
     }
 
-    /// The newest snapshot that decodes. A damaged newer file is reported and skipped: an older
-    /// snapshot plus the log may still cover the state (openraft refuses to start if the log
-    /// below was purged).
-    pub(crate) fn newest(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    /// The newest snapshot whose header decodes. A damaged newer file is reported and skipped:
+    /// an older snapshot plus the log may still cover the state (openraft refuses to start if
+    /// the log below was purged).
+    pub(crate) fn newest(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
         for (_, path) in self.list()? {
-            let bytes = fs::read(&path)?;
-            match decode_snapshot(&bytes) {
-                Ok(found) => return Ok(Some(found)),
+            let mut file = fs::File::open(&path)?;
+            match read_header(&mut file) {
+                Ok((meta, body_offset)) => {
+                    let len = file.metadata()?.len();
+                    return Ok(Some((
+                        meta,
+                        SnapshotFile {
+                            file,
+                            path,
+                            body_offset,
+                            len,
+                            incoming: false,
+                        },
+                    )));
+                }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "skipping a snapshot that does not decode")
                 }
@@ -407,37 +581,130 @@ impl SnapshotDir {
     }
 }
 
-fn encode_snapshot(meta: &SnapshotMeta, state: &[u8]) -> io::Result<Vec<u8>> {
+fn encode_header(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
     let meta_bytes =
         postcard::to_stdvec(meta).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let meta_len = u32::try_from(meta_bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "snapshot metadata over 4 GiB"))?;
-    let mut out = Vec::with_capacity(16 + meta_bytes.len() + state.len());
+    let mut out = Vec::with_capacity(16 + meta_bytes.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     out.extend_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(&meta_bytes);
-    out.extend_from_slice(state);
     Ok(out)
 }
 
-fn decode_snapshot(bytes: &[u8]) -> io::Result<(SnapshotMeta, Vec<u8>)> {
+/// Reads a snapshot file's header: its meta, and where its body starts.
+fn read_header(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    if bytes.len() < 16 || &bytes[..8] != SNAPSHOT_MAGIC {
+    let mut fixed = [0u8; 16];
+    file.read_exact(&mut fixed).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => invalid("not a plinth snapshot file".to_owned()),
+        _ => e,
+    })?;
+    if &fixed[..8] != SNAPSHOT_MAGIC {
         return Err(invalid("not a plinth snapshot file".to_owned()));
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
     if version != SNAPSHOT_VERSION {
         return Err(invalid(format!(
             "snapshot file format version {version} is not supported; this build reads {SNAPSHOT_VERSION}"
         )));
     }
-    let meta_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    let meta_end = 16usize
-        .checked_add(meta_len)
-        .filter(|&end| end <= bytes.len())
-        .ok_or_else(|| invalid("snapshot metadata runs past the end of the file".to_owned()))?;
-    let meta: SnapshotMeta = postcard::from_bytes(&bytes[16..meta_end])
+    let meta_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes"));
+    let mut meta_bytes = Vec::new();
+    file.take(u64::from(meta_len))
+        .read_to_end(&mut meta_bytes)?;
+    if meta_bytes.len() != meta_len as usize {
+        return Err(invalid(
+            "snapshot metadata runs past the end of the file".to_owned(),
+        ));
+    }
+    let meta: SnapshotMeta = postcard::from_bytes(&meta_bytes)
         .map_err(|e| invalid(format!("snapshot metadata does not decode: {e}")))?;
-    Ok((meta, bytes[meta_end..].to_vec()))
+    Ok((meta, 16 + u64::from(meta_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::vote::RaftLeaderId as _;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn meta_at(index: u64) -> SnapshotMeta {
+        let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(1, 1);
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(leader.to_committed(), index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_written_through_an_incoming_file_and_only_the_newest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path()).unwrap();
+        for (index, body) in [(4, b"four".as_slice()), (9, b"nine, longer")] {
+            let mut incoming = snapshots.incoming(&meta_at(index)).unwrap();
+            incoming.write_all(body).unwrap();
+            let file = incoming.finish().unwrap();
+            assert_eq!(file.body_len(), body.len() as u64);
+            snapshots.keep(&meta_at(index), file).unwrap();
+        }
+        assert_eq!(names(dir.path()), ["snapshot-00000000000000000010.bin"]);
+        let (meta, mut file) = snapshots.newest().unwrap().unwrap();
+        assert_eq!(meta, meta_at(9));
+        assert_eq!(file.read_body().unwrap(), b"nine, longer");
+        let mut sent = Vec::new();
+        file.into_body_reader()
+            .unwrap()
+            .read_to_end(&mut sent)
+            .unwrap();
+        assert_eq!(sent, b"nine, longer");
+    }
+
+    #[test]
+    fn an_incoming_snapshot_not_kept_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path()).unwrap();
+        // Dropped while written (an encoding that failed) and after it was synced (a received
+        // snapshot that openraft did not install).
+        let mut unfinished = snapshots.incoming(&meta_at(3)).unwrap();
+        unfinished.write_all(b"half").unwrap();
+        let mut received = snapshots.incoming(&meta_at(5)).unwrap();
+        received.write_all(b"received").unwrap();
+        let mut finished = received.finish().unwrap();
+        // Loaded before openraft decides to install it.
+        assert_eq!(finished.read_body().unwrap(), b"received");
+        assert_eq!(names(dir.path()).len(), 2);
+        drop((unfinished, finished));
+        assert!(names(dir.path()).is_empty());
+        // A crash leaves them behind: the next open deletes them, and never a snapshot.
+        fs::write(dir.path().join(".incoming-7.tmp"), b"torn").unwrap();
+        fs::write(dir.path().join("snapshot-00000000000000000002.bin"), b"x").unwrap();
+        SnapshotDir::open(dir.path()).unwrap();
+        assert_eq!(names(dir.path()), ["snapshot-00000000000000000002.bin"]);
+    }
+
+    #[test]
+    fn a_snapshot_from_another_directory_is_copied_in_and_the_original_stays() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = SnapshotDir::open(from.path()).unwrap();
+        let mut incoming = source.incoming(&meta_at(6)).unwrap();
+        incoming.write_all(b"state").unwrap();
+        let kept = source
+            .keep(&meta_at(6), incoming.finish().unwrap())
+            .unwrap();
+        let target = SnapshotDir::open(to.path()).unwrap();
+        let mut copied = target.keep(&meta_at(6), kept).unwrap();
+        assert_eq!(copied.read_body().unwrap(), b"state");
+        assert_eq!(names(from.path()), names(to.path()));
+    }
 }

@@ -47,7 +47,7 @@ pub fn read_file(path: &Path) -> Result<Option<Vec<u8>>, WalError> {
 
 /// Makes creations, deletions and renames of entries in `dir` durable; file
 /// data fsyncs do not cover the directory entry that names the file.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
+pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| WalError::io(dir, e))

@@ -20,7 +20,7 @@ mod segment;
 mod wal;
 
 pub use error::WalError;
-pub use files::{read_file, write_file_atomic};
+pub use files::{read_file, sync_dir, write_file_atomic};
 pub use record::PAYLOAD_BYTES_MAX;
 pub use wal::{Wal, WalOptions};
 
