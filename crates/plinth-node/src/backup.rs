@@ -45,9 +45,15 @@ pub struct BackupInfo {
     pub bytes: u64,
 }
 
-/// Encodes `state` as a backup file.
-pub(crate) fn encode(state: &State) -> Vec<u8> {
-    let mut out = state.to_snapshot();
+/// Encodes `state` as a backup file, into a buffer of `capacity` (about the last snapshot's
+/// size, so that it does not double its way up).
+pub(crate) fn encode(state: &State, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity + TRAILER_BYTES);
+    let written: Result<(), std::convert::Infallible> = state.write_snapshot(|chunk| {
+        out.extend_from_slice(chunk);
+        Ok(())
+    });
+    written.unwrap_or_else(|never| match never {});
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&BACKUP_VERSION.to_le_bytes());
@@ -187,7 +193,7 @@ mod tests {
     #[test]
     fn a_backup_round_trips_and_damage_is_named() {
         let state = State::default();
-        let bytes = encode(&state);
+        let bytes = encode(&state, 0);
         assert_eq!(decode(&bytes).expect("decodes"), state);
 
         let mut flipped = bytes.clone();

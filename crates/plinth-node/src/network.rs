@@ -229,7 +229,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let target = self.target;
         let head = pb::PeerMessage {
             target,
-            payload: encode(&(vote, snapshot.meta)).map_err(StreamingError::Network)?,
+            // The body's length goes first, so that a stream cut short (a read that failed
+            // here) is refused by the receiver rather than installed.
+            payload: encode(&(vote, snapshot.meta, snapshot.snapshot.body_len()))
+                .map_err(StreamingError::Network)?,
         };
         // Read from the file a chunk at a time, off the async threads, as the stream is sent.
         let body = snapshot
@@ -255,14 +258,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     },
                     Some(body),
                 )),
-                // A read that failed ends the stream short; the receiver's load then fails
-                // and openraft sends the snapshot again.
+                // A read that failed ends the stream short: the receiver, counting the bytes
+                // against the length in the head, refuses it, and openraft sends it again.
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the snapshot to send failed");
                     None
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the snapshot to send failed");
+                    tracing::error!(error = %e, "reading the snapshot to send panicked");
                     None
                 }
             }
@@ -385,7 +388,7 @@ impl pb::peer_server::Peer for PeerService {
             .await
             .ok_or_else(|| tonic::Status::invalid_argument("an empty snapshot stream"))??;
         self.check_target(head.target)?;
-        let (vote, meta): (Vote, SnapshotMeta) =
+        let (vote, meta, body_len): (Vote, SnapshotMeta, u64) =
             decode(&head.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         // Received into an incoming file of the snapshot directory, which the install renames
         // into place (or deletes, if openraft does not install it).
@@ -395,11 +398,18 @@ impl pb::peer_server::Peer for PeerService {
         let mut incoming = blocking(move || snapshots.incoming(&for_file))
             .await
             .map_err(storage)?;
+        let mut received = 0u64;
         while let Some(chunk) = stream.next().await {
             let payload = chunk?.payload;
+            received += payload.len() as u64;
             incoming = blocking(move || incoming.write_all(&payload).map(|()| incoming))
                 .await
                 .map_err(storage)?;
+        }
+        if received != body_len {
+            return Err(tonic::Status::data_loss(format!(
+                "the snapshot stream ended after {received} of its {body_len} bytes"
+            )));
         }
         let snapshot = Snapshot {
             meta,

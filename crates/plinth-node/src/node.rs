@@ -366,8 +366,10 @@ impl Node {
         self.barrier().await?;
         let sm = Arc::clone(&self.inner.sm);
         tokio::task::spawn_blocking(move || {
+            let hint = sm.snapshot_bytes();
             let data = sm.read();
-            (crate::backup::encode(&data.state), data.state.revision())
+            let bytes = crate::backup::encode(&data.state, hint + hint / 8);
+            (bytes, data.state.revision())
         })
         .await
         .map_err(|e| NodeError::Unavailable(format!("encoding the backup failed: {e}")))

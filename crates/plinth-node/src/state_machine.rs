@@ -58,7 +58,7 @@ pub(crate) struct SmShared {
     events: broadcast::Sender<WatchMessage>,
     closed: AtomicBool,
     /// The size of the newest snapshot's body (0 before the first): the node snapshots again
-    /// once the log has grown as large.
+    /// once the log has grown as large, and a backup's buffer is sized by it.
     snapshot_bytes: AtomicUsize,
 }
 
@@ -546,8 +546,12 @@ impl SnapshotDir {
         snapshot.path = path;
         snapshot.incoming = false;
         plinth_wal::sync_dir(&self.dir).map_err(io::Error::other)?;
+        // The new snapshot is in place: an old file that will not go is only a waste of disk,
+        // and the next snapshot tries again.
         for (_, path) in self.list()?.into_iter().skip(1) {
-            fs::remove_file(&path)?;
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an old snapshot");
+            }
         }
         Ok(snapshot)
     }
@@ -556,6 +560,11 @@ impl SnapshotDir {
     /// an older snapshot plus the log may still cover the state (openraft refuses to start if
     /// the log below was purged).
     pub(crate) fn newest(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        // In turn with `keep`, whose cleanup could delete a listed file before it is opened.
+        let _turn = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (_, path) in self.list()? {
             let mut file = fs::File::open(&path)?;
             match read_header(&mut file) {
