@@ -4,7 +4,8 @@
 //! Each message names the node it is meant for and carries a postcard encoding of openraft's own
 //! request; the receiving node refuses a message meant for another id, so a replica that now
 //! answers at a reused address is never taken for the one that left it. Snapshots travel as a
-//! client stream of chunks: the leader's vote and the snapshot's meta first, then the bytes.
+//! client stream of chunks: the leader's vote, the snapshot's meta and its length first, then
+//! the bytes, read from the snapshot's file as they go and written into a file as they come.
 //! Connections are lazy and reconnect by themselves; an RPC that cannot reach its peer answers
 //! `Unreachable`, which makes openraft back off from that peer and retry.
 
