@@ -342,12 +342,18 @@ impl State {
     /// equal states give equal bytes.
     pub fn to_snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.append_snapshot(&mut out);
+        out
+    }
+
+    /// [`State::to_snapshot`] at the end of `out`: a caller that reserves about the last
+    /// snapshot's size spares the buffer its doublings.
+    pub fn append_snapshot(&self, out: &mut Vec<u8>) {
         let written: Result<(), std::convert::Infallible> = self.write_snapshot(|chunk| {
             out.extend_from_slice(chunk);
             Ok(())
         });
         written.unwrap_or_else(|never| match never {});
-        out
     }
 
     /// [`State::to_snapshot`] handed to `sink` in chunks as it is encoded, so that a large state

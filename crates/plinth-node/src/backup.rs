@@ -49,11 +49,7 @@ pub struct BackupInfo {
 /// size, so that it does not double its way up).
 pub(crate) fn encode(state: &State, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity + TRAILER_BYTES);
-    let written: Result<(), std::convert::Infallible> = state.write_snapshot(|chunk| {
-        out.extend_from_slice(chunk);
-        Ok(())
-    });
-    written.unwrap_or_else(|never| match never {});
+    state.append_snapshot(&mut out);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&BACKUP_VERSION.to_le_bytes());
