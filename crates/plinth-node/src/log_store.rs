@@ -336,6 +336,10 @@ struct CommittedState {
     /// overtook cannot claim the truncated indexes as durable.
     generation: u64,
     stop: bool,
+    /// The thread waits with nothing due, so a new value or a longer durable log must wake it.
+    /// While it waits out the interval it is not woken: it reads the newest values when the
+    /// interval ends, and a commit does not cost a thread switch.
+    idle: bool,
 }
 
 impl CommittedWriter {
@@ -348,6 +352,7 @@ impl CommittedWriter {
                 flushed_next,
                 generation: 0,
                 stop: false,
+                idle: false,
             }),
             wake: Condvar::new(),
             thread: Mutex::new(None),
@@ -368,7 +373,9 @@ impl CommittedWriter {
         let mut state = self.lock();
         if committed > state.latest {
             state.latest = committed;
-            self.wake.notify_one();
+            if state.idle {
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -398,7 +405,7 @@ impl CommittedWriter {
     fn advance(&self, state: &mut CommittedState, next: u64) {
         if next > state.flushed_next {
             state.flushed_next = next;
-            if state.latest != state.written {
+            if state.idle && state.latest != state.written {
                 self.wake.notify_one();
             }
         }
@@ -451,6 +458,7 @@ impl CommittedWriter {
             if state.stop {
                 return;
             }
+            state.idle = !due;
             state = if due {
                 self.wake
                     .wait_timeout(state, next_write - now)
@@ -461,6 +469,7 @@ impl CommittedWriter {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner)
             };
+            state.idle = false;
         }
     }
 }
