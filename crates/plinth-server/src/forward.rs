@@ -10,8 +10,7 @@
 
 use crate::api::Api;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
 use plinth_core::ErrorCode;
@@ -54,19 +53,33 @@ impl Forwarder {
     }
 }
 
-/// The middleware: serves the call here, or forwards it to the leader.
-pub(crate) async fn forward(State(f): State<Forwarder>, request: Request, next: Next) -> Response {
-    if stays_here(request.uri().path()) || request.headers().contains_key(FORWARDED_BY) {
-        return next.run(request).await;
+/// The leader a call is passed to.
+pub(crate) struct Leader {
+    me: u64,
+    id: u64,
+    addr: String,
+}
+
+impl Forwarder {
+    /// The leader that must serve `request`, or `None` when this node serves it. The leader
+    /// itself (every call, on a single node) stops at the cheap check.
+    pub(crate) fn leader_to_serve(&self, request: &Request) -> Option<Leader> {
+        if stays_here(request.uri().path()) || request.headers().contains_key(FORWARDED_BY) {
+            return None;
+        }
+        let me = self.api.node.node_id();
+        if self.api.node.leader_id().is_none_or(|leader| leader == me) {
+            return None;
+        }
+        match self.api.node.leader() {
+            Some((id, addr)) if id != me => Some(Leader { me, id, addr }),
+            _ => None,
+        }
     }
-    let me = f.api.node.node_id();
-    // The leader itself (every call, on a single node) stops at the cheap check.
-    if f.api.node.leader_id().is_none_or(|leader| leader == me) {
-        return next.run(request).await;
-    }
-    match f.api.node.leader() {
-        Some((leader, addr)) if leader != me => proxy(&f, request, me, leader, &addr).await,
-        _ => next.run(request).await,
+
+    /// Passes `request` to `leader` and its answer back.
+    pub(crate) async fn proxy(&self, request: Request, leader: Leader) -> Response {
+        proxy(self, request, leader.me, leader.id, &leader.addr).await
     }
 }
 
@@ -126,7 +139,7 @@ async fn proxy(f: &Forwarder, mut request: Request, me: u64, leader: u64, addr: 
     }
 }
 
-fn is_grpc(request: &Request) -> bool {
+pub(crate) fn is_grpc(request: &Request) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

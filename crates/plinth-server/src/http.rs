@@ -108,8 +108,22 @@ pub fn router(api: Api) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
+}
+
+/// A path the API does not have: a problem that says what the API's paths look like.
+async fn unknown_path(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "path",
+        format!(
+            "there is no {}; the HTTP API is POST /v1/<primitive>/<method>, GET /healthz, /readyz and /metrics",
+            uri.path()
+        ),
+    )
+    .into_response()
 }
 
 /// Parses the body as the request message, runs the call, renders the reply or the problem.

@@ -40,6 +40,7 @@ macro_rules! grpc_service {
 }
 
 mod api;
+mod app;
 mod cluster;
 mod config;
 mod convert;
@@ -60,6 +61,8 @@ pub use error::ApiError;
 pub use forward::FORWARDED_BY;
 pub use http::BODY_BYTES_MAX;
 
+use app::{App, Services};
+use axum::ServiceExt as _;
 use axum::serve::ListenerExt as _;
 use plinth_node::Node;
 use plinth_proto::v1::{
@@ -80,39 +83,29 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = Api::new(node, stop_rx);
-    let grpc = tonic::service::Routes::new(KvServer::new(api.clone()))
-        .add_service(LeaseServer::new(api.clone()))
-        .add_service(LockServer::new(api.clone()))
-        .add_service(ElectionServer::new(api.clone()))
-        .add_service(
-            // A receive can carry 100 bodies of 1 MiB.
-            QueueServer::new(api.clone())
-                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        )
-        .add_service(SchedulerServer::new(api.clone()))
-        .add_service(
-            // A snapshot or a watch message can carry a whole 1 MiB config, or many instances.
-            ConfigServer::new(api.clone())
-                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            RegistryServer::new(api.clone())
-                .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        )
-        .add_service(MaintenanceServer::new(api.clone()))
-        .add_service(ClusterServer::new(api.clone()))
-        .add_service(api.node.peer_service())
-        .into_axum_router();
-    let forwarder = forward::Forwarder::new(api.clone());
-    let app = http::router(api)
-        .merge(grpc)
-        .layer(axum::middleware::from_fn_with_state(
-            forwarder,
-            forward::forward,
-        ));
+    let app = App::new(Services {
+        kv: KvServer::new(api.clone()),
+        lease: LeaseServer::new(api.clone()),
+        lock: LockServer::new(api.clone()),
+        election: ElectionServer::new(api.clone()),
+        // A receive can carry 100 bodies of 1 MiB.
+        queue: QueueServer::new(api.clone())
+            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
+        scheduler: SchedulerServer::new(api.clone()),
+        // A snapshot or a watch message can carry a whole 1 MiB config, or many instances.
+        config: ConfigServer::new(api.clone())
+            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
+        registry: RegistryServer::new(api.clone())
+            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
+        maintenance: MaintenanceServer::new(api.clone()),
+        cluster: ClusterServer::new(api.clone()),
+        peer: api.node.peer_service(),
+        forwarder: forward::Forwarder::new(api.clone()),
+        http: http::router(api),
+    });
     let mut stopping = stop_tx.subscribe();
     // Replies go out at once: with Nagle's algorithm on, a reply written in several pieces
     // waits for the client's delayed ACK, about 40 ms on Linux.
@@ -121,10 +114,11 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
     // A client that stops reading must not hold the shutdown hostage: after the signal,
     // connections get DRAIN_TIMEOUT to finish, then the server stops anyway.
     tokio::select! {

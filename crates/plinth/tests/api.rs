@@ -228,6 +228,36 @@ async fn bad_input_is_a_clear_error_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 400);
+    let reply = http.post(url("/v1/kv/pot")).send().await.unwrap();
+    assert_eq!(reply.status(), 404);
+    let problem: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(problem["field"], "path");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/v1/kv/pot")),
+        "{problem}"
+    );
+
+    // A gRPC call to a service the server does not have is UNIMPLEMENTED, not an HTTP error.
+    let mut grpc = tonic::client::Grpc::new(
+        tonic::transport::Channel::from_shared(server.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    grpc.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<pb::GetRequest, pb::GetResponse> = Default::default();
+    let status = grpc
+        .unary(
+            tonic::Request::new(pb::GetRequest::default()),
+            http::uri::PathAndQuery::from_static("/plinth.v9.Nothing/Get"),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 
     c.put("still", "serving").await.unwrap();
     assert_eq!(c.get("still").await.unwrap().unwrap().value, b"serving");
