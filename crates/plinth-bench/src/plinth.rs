@@ -91,8 +91,16 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
             let batch = args.batch;
             let delivery = Arc::new(Mutex::new(histogram()));
             let recorded = delivery.clone();
+            // Each worker acks what it took with its next receive, one write for both, as the
+            // SDK's consumer does (the peers' acks are not waited for either).
+            let to_ack: Arc<Vec<Mutex<Vec<String>>>> = Arc::new(
+                (0..load.concurrency.max(1))
+                    .map(|_| Mutex::default())
+                    .collect(),
+            );
             let op: Op = op(move |worker, _| {
                 let (client, queue, delivery) = (pick(worker), queue.clone(), recorded.clone());
+                let to_ack = to_ack.clone();
                 async move {
                     if batch == 1 {
                         client
@@ -111,17 +119,33 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
                     let mut got = 0;
                     while got < batch {
                         let want = u32::try_from(batch - got).unwrap_or(u32::MAX);
-                        let deliveries = client
-                            .queue_receive(queue.clone(), want, Duration::from_secs(5))
+                        let ack =
+                            std::mem::take(&mut *to_ack[worker].lock().expect("not poisoned"));
+                        let reply = client
+                            .queue_receive_request(pb::QueueReceiveRequest {
+                                queue: queue.clone(),
+                                max: want,
+                                wait_ms: 5_000,
+                                ack,
+                                ..Default::default()
+                            })
                             .await?;
-                        if deliveries.is_empty() {
+                        if let Some(failure) = reply.ack_failures.first() {
+                            bail!(
+                                "receipt {} did not ack: {:?}",
+                                failure.receipt,
+                                failure.error
+                            );
+                        }
+                        if reply.messages.is_empty() {
                             bail!("a receive waited 5 s on a queue that should hold messages");
                         }
-                        for d in deliveries {
+                        let mut taken = to_ack[worker].lock().expect("not poisoned");
+                        for d in reply.messages {
                             if let Some(us) = arrival_latency_us(&d.body) {
                                 delivery.lock().expect("not poisoned").saturating_record(us);
                             }
-                            client.queue_ack(queue.clone(), d.receipt).await?;
+                            taken.push(d.receipt);
                             got += 1;
                         }
                     }

@@ -114,26 +114,25 @@ impl Client {
         max: u32,
         wait: Duration,
     ) -> Result<Vec<pb::QueueDelivery>, Error> {
-        self.queue_receive_request(pb::QueueReceiveRequest {
-            queue: queue.into(),
-            max,
-            visibility_ms: 0,
-            wait_ms: millis(wait),
-        })
-        .await
+        let reply = self
+            .queue_receive_request(pb::QueueReceiveRequest {
+                queue: queue.into(),
+                max,
+                wait_ms: millis(wait),
+                ..Default::default()
+            })
+            .await?;
+        Ok(reply.messages)
     }
 
+    /// A receive with every option: its own visibility, and receipts to ack first in the same
+    /// write (`ack`: a consumer acks what it finished as it asks for more). The reply lists the
+    /// receipts that did not ack (`ack_failures`, `STALE_TOKEN`) beside the deliveries.
     pub async fn queue_receive_request(
         &self,
         request: pb::QueueReceiveRequest,
-    ) -> Result<Vec<pb::QueueDelivery>, Error> {
-        Ok(self
-            .queue
-            .clone()
-            .receive(request)
-            .await?
-            .into_inner()
-            .messages)
+    ) -> Result<pb::QueueReceiveResponse, Error> {
+        Ok(self.queue.clone().receive(request).await?.into_inner())
     }
 
     /// Deletes a received message; `STALE_TOKEN` if the receipt is no longer the current
@@ -292,9 +291,10 @@ pub struct ConsumerStats {
 }
 
 /// Runs `concurrency` handler loops on a queue. Each receives one message at a time (long
-/// polling), runs the handler, and acks on `Ok` or nacks on `Err` with exponential backoff. While
-/// a handler runs, the delivery's visibility is extended every third of its length, so a slow handler
-/// does not see its message delivered again. [`Consumer::shutdown`] stops receiving, lets
+/// polling), runs the handler, and acks on `Ok` or nacks on `Err` with exponential backoff. The
+/// ack rides on the loop's next receive, one write for both (or goes alone when no receive
+/// follows). While a handler runs, the delivery's visibility is extended every third of its
+/// length, so a slow handler does not see its message delivered again. [`Consumer::shutdown`] stops receiving, lets
 /// running handlers finish and ack or nack, and gives back at once any message a last receive
 /// brought in.
 pub struct Consumer {
@@ -399,18 +399,32 @@ impl Worker {
         // Within the server's limits: at least 200 ms, at most 12 h.
         let visibility =
             visibility.clamp(Duration::from_millis(200), Duration::from_secs(12 * 3600));
+        // Receipts of handled messages, acked by the next receive in the same write.
+        let mut to_ack: Vec<String> = Vec::new();
         while !*self.stopped.borrow() {
             let request = pb::QueueReceiveRequest {
                 queue: self.queue.clone(),
                 max: 1,
                 visibility_ms: millis(visibility),
                 wait_ms: millis(self.options.wait),
+                ack: to_ack.clone(),
             };
             // A receive is not cut short by a shutdown: the server may already have handed it a
             // message, which is then released below rather than left in flight.
             let received = self.client.queue_receive_request(request).await;
             let deliveries = match received {
-                Ok(deliveries) => deliveries,
+                Ok(reply) => {
+                    // A receipt that did not ack was redelivered (its visibility ran out) or,
+                    // after a receive that failed in transit and was sent again, acked already.
+                    for receipt in to_ack.drain(..) {
+                        if reply.ack_failures.iter().any(|f| f.receipt == receipt) {
+                            stats.stale += 1;
+                        } else {
+                            stats.acked += 1;
+                        }
+                    }
+                    reply.messages
+                }
                 Err(e) if e.is_transient() => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -437,20 +451,46 @@ impl Worker {
                     }
                     continue;
                 }
-                self.handle(&handler, delivery, visibility, &mut stats)
-                    .await;
+                if let Some(receipt) = self
+                    .handle(&handler, delivery, visibility, &mut stats)
+                    .await
+                {
+                    to_ack.push(receipt);
+                }
             }
+        }
+        // No receive follows: what is left to ack is acked on its own.
+        for receipt in to_ack {
+            let acked = self
+                .client
+                .queue_ack(self.queue.clone(), receipt.clone())
+                .await
+                .map(|()| stats.acked += 1);
+            self.count(acked, &receipt, &mut stats);
         }
         stats
     }
 
+    fn count(&self, result: Result<(), Error>, receipt: &str, stats: &mut ConsumerStats) {
+        match result {
+            Ok(()) => {}
+            Err(e) if e.code == Code::StaleToken => stats.stale += 1,
+            Err(e) => {
+                tracing::warn!(queue = %self.queue, receipt, error = %e, "could not ack or nack; the message will come back when its visibility ends");
+            }
+        }
+    }
+
+    /// Runs the handler on one delivery, extending its visibility while it runs. A failure is
+    /// nacked here; a success answers the receipt, for the next receive to ack.
     async fn handle<H, F, E>(
         &self,
         handler: &Arc<H>,
         delivery: pb::QueueDelivery,
         visibility: Duration,
         stats: &mut ConsumerStats,
-    ) where
+    ) -> Option<String>
+    where
         H: Fn(pb::QueueDelivery) -> F + Send + Sync + 'static,
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
@@ -471,27 +511,20 @@ impl Worker {
                 }
             }
         };
-        let result = match outcome {
-            Ok(()) => self
-                .client
-                .queue_ack(self.queue.clone(), receipt.clone())
-                .await
-                .map(|()| stats.acked += 1),
+        match outcome {
+            // Acked by the next receive (or on its own if none follows).
+            Ok(()) => Some(receipt),
             Err(mut reason) => {
                 // The server keeps at most 1 KiB of reason.
                 crate::truncate_text(&mut reason, REASON_BYTES_MAX);
                 let delay = self.options.backoff(receive_count);
-                self.client
+                let nacked = self
+                    .client
                     .queue_nack(self.queue.clone(), receipt.clone(), delay, reason)
                     .await
-                    .map(|_| stats.nacked += 1)
-            }
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) if e.code == Code::StaleToken => stats.stale += 1,
-            Err(e) => {
-                tracing::warn!(queue = %self.queue, receipt, error = %e, "could not ack or nack; the message will come back when its visibility ends");
+                    .map(|_| stats.nacked += 1);
+                self.count(nacked, &receipt, stats);
+                None
             }
         }
     }

@@ -45,6 +45,8 @@ pub const QUEUE_BODY_BYTES_MAX: u64 = 1024 * 1024;
 pub const QUEUE_SEND_BATCH_MAX: usize = 100;
 /// Messages one receive hands out.
 pub const QUEUE_RECEIVE_MAX: u32 = 100;
+/// Receipts one receive acks before it receives.
+pub const QUEUE_ACK_MAX: usize = 100;
 /// A receive long-polls at most 20 s.
 pub const QUEUE_WAIT_MS_MAX: u64 = 20_000;
 /// A delivery stays in flight at most 12 h per receive or visibility change.

@@ -85,6 +85,11 @@ fn command() -> impl Strategy<Value = Command> {
             messages: vec![NewMessage { body: vec![g], attributes: Default::default(), delay_ms: Some(delay), dedup_id: dedup.map(|d| d.to_string()), group: fifo.then(|| format!("g{g}")) }],
         })),
         2 => (any::<bool>(), 1u32..3).prop_map(|(fifo, max)| Command::Queue(QueueCommand::Receive { queue: if fifo { "qf" } else { "q" }.into(), max, visibility_ms: None })),
+        2 => (any::<bool>(), prop::collection::vec((0u64..20, 1u32..3), 0..3), 1u32..3).prop_map(|(fifo, ack, max)| Command::Queue(QueueCommand::AckAndReceive {
+            queue: if fifo { "qf" } else { "q" }.into(),
+            ack: ack.into_iter().map(|(message_id, attempt)| Receipt { message_id, attempt }).collect(),
+            max, visibility_ms: None,
+        })),
         1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Ack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt } })),
         1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Nack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt }, delay_ms: 100, reason: "r".into() })),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120, key(), any::<u8>()).prop_map(|(lock, t, key, v)| Command::Kv(KvCommand::Txn(Txn {

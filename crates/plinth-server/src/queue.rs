@@ -1,6 +1,7 @@
 //! The queue calls and their gRPC service. `Receive` long-polls: when nothing is visible it
 //! waits on the applied state (woken by every apply, not by polling) until a message becomes
-//! receivable or the wait runs out.
+//! receivable or the wait runs out. The receipts a receive carries to ack are acked in its first
+//! proposal, before any wait.
 
 use crate::api::{Api, unexpected};
 use crate::error::ApiError;
@@ -8,7 +9,7 @@ use plinth_core::limits::QUEUE_WAIT_MS_MAX;
 use plinth_core::queue::{
     Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
 };
-use plinth_core::{Command, ErrorCode, Output};
+use plinth_core::{Command, ErrorCode, Output, StateError};
 use plinth_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -101,11 +102,12 @@ fn delivery(d: Delivery) -> pb::QueueDelivery {
     }
 }
 
-fn receipt(text: &str) -> Result<Receipt, ApiError> {
+/// Parses the receipt in `field`.
+fn receipt(field: &str, text: &str) -> Result<Receipt, ApiError> {
     Receipt::parse(text).ok_or_else(|| {
         ApiError::invalid(
-            "receipt",
-            format!("receipt {text:?} is not a receipt; receipts read <message_id>.<attempt>"),
+            field,
+            format!("{field} {text:?} is not a receipt; receipts read <message_id>.<attempt>"),
         )
     })
 }
@@ -256,21 +258,39 @@ impl Api {
                 ),
             ));
         }
+        let mut ack = r
+            .ack
+            .iter()
+            .enumerate()
+            .map(|(i, text)| receipt(&format!("ack[{i}]"), text))
+            .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        let command = QueueCommand::Receive {
-            queue: r.queue.clone(),
-            max: r.max.max(1),
-            visibility_ms: (r.visibility_ms != 0).then_some(r.visibility_ms),
-        };
+        let mut ack_failures = Vec::new();
         loop {
-            let (out, header) = self.queue_command(command.clone()).await?;
-            let QueueOutput::Received(deliveries) = out else {
+            // The acks ride on the first proposal only: they are made at once, before any wait.
+            let command = QueueCommand::AckAndReceive {
+                queue: r.queue.clone(),
+                ack: std::mem::take(&mut ack),
+                max: r.max.max(1),
+                visibility_ms: (r.visibility_ms != 0).then_some(r.visibility_ms),
+            };
+            let (out, header) = self.queue_command(command).await?;
+            let QueueOutput::Received {
+                deliveries,
+                ack_failures: failed,
+            } = out
+            else {
                 unexpected(Output::Queue(out))
             };
+            ack_failures.extend(failed.into_iter().map(|f| pb::QueueAckFailure {
+                receipt: f.receipt.to_string(),
+                error: Some(ApiError::from(StateError::from(f.error)).detail()),
+            }));
             if !deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(pb::QueueReceiveResponse {
                     header: Some(header),
                     messages: deliveries.into_iter().map(delivery).collect(),
+                    ack_failures,
                 });
             }
             // Nothing visible: wait until an apply makes something receivable (a send, a nack,
@@ -284,7 +304,7 @@ impl Api {
             tokio::select! {
                 ready = ready => ready?,
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Ok(pb::QueueReceiveResponse { header: Some(header), messages: Vec::new() });
+                    return Ok(pb::QueueReceiveResponse { header: Some(header), messages: Vec::new(), ack_failures });
                 }
                 _ = shutdown.wait_for(|stop| *stop) => {
                     return Err(ApiError::new(ErrorCode::Unavailable, "", "the server is shutting down"));
@@ -299,7 +319,7 @@ impl Api {
     ) -> Result<pb::QueueAckResponse, ApiError> {
         let command = QueueCommand::Ack {
             queue: r.queue,
-            receipt: receipt(&r.receipt)?,
+            receipt: receipt("receipt", &r.receipt)?,
         };
         let (_, header) = self.queue_command(command).await?;
         Ok(pb::QueueAckResponse {
@@ -313,7 +333,7 @@ impl Api {
     ) -> Result<pb::QueueNackResponse, ApiError> {
         let command = QueueCommand::Nack {
             queue: r.queue,
-            receipt: receipt(&r.receipt)?,
+            receipt: receipt("receipt", &r.receipt)?,
             delay_ms: r.delay_ms,
             reason: r.reason,
         };
@@ -332,7 +352,7 @@ impl Api {
     ) -> Result<pb::QueueChangeVisibilityResponse, ApiError> {
         let command = QueueCommand::ChangeVisibility {
             queue: r.queue,
-            receipt: receipt(&r.receipt)?,
+            receipt: receipt("receipt", &r.receipt)?,
             visibility_ms: r.visibility_ms,
         };
         match self.queue_command(command).await? {

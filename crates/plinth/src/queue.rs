@@ -67,6 +67,10 @@ pub enum QueueCommand {
         /// Visibility of these deliveries instead of the queue's.
         #[arg(long, value_parser = crate::parse_duration)]
         visibility: Option<std::time::Duration>,
+        /// Ack this receipt first, in the same write (repeatable); one that cannot ack is
+        /// reported on stderr and does not stop the receive.
+        #[arg(long = "ack", value_name = "RECEIPT")]
+        ack: Vec<String>,
     },
     /// Delete a received message.
     Ack { name: String, receipt: String },
@@ -209,15 +213,22 @@ pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<Exi
             max,
             wait,
             visibility,
+            ack,
         } => {
-            let messages = client
+            let reply = client
                 .queue_receive_request(pb::QueueReceiveRequest {
                     queue: name,
                     max,
                     visibility_ms: visibility.map_or(0, ms),
                     wait_ms: ms(wait),
+                    ack,
                 })
                 .await?;
+            for failure in &reply.ack_failures {
+                let why = failure.error.as_ref().map_or("", |e| e.message.as_str());
+                eprintln!("could not ack {}: {why}", failure.receipt);
+            }
+            let messages = reply.messages;
             for m in &messages {
                 if opts.json {
                     json(m);

@@ -291,6 +291,76 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_acks_the_receipts_it_carries_and_reports_those_that_cannot_ack() {
+    let server = Server::start();
+    let c = client(&server).await;
+    c.queue_create("jobs", pb::QueueConfig::default())
+        .await
+        .unwrap();
+    for body in ["a", "b", "c"] {
+        c.queue_send("jobs", body).await.unwrap();
+    }
+    let acked =
+        |c: Client| async move { c.queue_stats("jobs").await.unwrap().stats.unwrap().acked };
+    let receive = |ack: Vec<String>| pb::QueueReceiveRequest {
+        queue: "jobs".into(),
+        max: 1,
+        ack,
+        ..Default::default()
+    };
+
+    // SDK: a's receipt acks in the receive that takes b; one that never was current does not,
+    // is reported, and the receive goes on.
+    let a = c.queue_receive("jobs", 1, Duration::ZERO).await.unwrap();
+    let reply = c
+        .queue_receive_request(receive(vec![a[0].receipt.clone(), "999.1".into()]))
+        .await
+        .unwrap();
+    assert_eq!(reply.messages.len(), 1);
+    assert_eq!(reply.messages[0].body, b"b");
+    assert_eq!(reply.ack_failures.len(), 1);
+    assert_eq!(reply.ack_failures[0].receipt, "999.1");
+    let error = reply.ack_failures[0].error.clone().unwrap();
+    assert_eq!(error.code(), pb::ErrorCode::StaleToken);
+    assert_eq!(acked(c.clone()).await, 1);
+    let b = reply.messages[0].receipt.clone();
+
+    // A receipt that is not one is refused with its place in the list, and nothing happens.
+    let err = c
+        .queue_receive_request(receive(vec![b.clone(), "nope".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.field.as_str()),
+        (Code::InvalidArgument, "ack[1]")
+    );
+    assert_eq!(acked(c.clone()).await, 1);
+
+    // HTTP/JSON: the same field.
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/queue/receive", server.endpoint()))
+        .json(&serde_json::json!({"queue": "jobs", "max": 1, "ack": [b]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["messages"][0]["body"], "c", "{reply}");
+    assert_eq!(reply["ack_failures"], serde_json::json!([]), "{reply}");
+    assert_eq!(acked(c.clone()).await, 2);
+    let receipt = reply["messages"][0]["receipt"].as_str().unwrap().to_owned();
+
+    // CLI: --ack, with nothing left to receive (exit 1), and a stale receipt on stderr.
+    let (code, out, err) = server.cli(&[
+        "queue", "receive", "jobs", "--ack", &receipt, "--ack", "7.7",
+    ]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("could not ack 7.7"), "{err}");
+    assert_eq!(acked(c.clone()).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_runs_a_queue_end_to_end() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();

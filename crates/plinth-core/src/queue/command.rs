@@ -1,5 +1,6 @@
 //! The queue commands and what they answer.
 
+use crate::queue::QueueError;
 use crate::{Millis, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,8 +73,8 @@ pub enum QueueCommand {
         queue: String,
         messages: Vec<NewMessage>,
     },
-    /// Makes up to `max` visible messages in flight for `visibility_ms` (the queue's when
-    /// `None`).
+    /// What logs written before [`QueueCommand::AckAndReceive`] hold for a receive; it applies
+    /// as an `AckAndReceive` with nothing to ack. New receives are proposed as `AckAndReceive`.
     Receive {
         queue: String,
         max: u32,
@@ -104,6 +105,23 @@ pub enum QueueCommand {
     Purge {
         queue: String,
     },
+    /// Acks each receipt of `ack` as [`QueueCommand::Ack`] would, then makes up to `max` visible
+    /// messages in flight for `visibility_ms` (the queue's when `None`): a consumer acks what it
+    /// finished in the same write as it takes more. A receipt that cannot ack is reported in
+    /// the output and does not stop the receive.
+    AckAndReceive {
+        queue: String,
+        ack: Vec<Receipt>,
+        max: u32,
+        visibility_ms: Option<u64>,
+    },
+}
+
+/// A receipt of an `AckAndReceive` that did not ack, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckFailure {
+    pub receipt: Receipt,
+    pub error: QueueError,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,13 +188,29 @@ pub struct QueueInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueOutput {
-    Created { existed: bool },
-    Deleted { messages: u64 },
+    Created {
+        existed: bool,
+    },
+    Deleted {
+        messages: u64,
+    },
     Sent(Vec<SendResult>),
-    Received(Vec<Delivery>),
+    Received {
+        deliveries: Vec<Delivery>,
+        /// The receipts of an `AckAndReceive` that did not ack.
+        ack_failures: Vec<AckFailure>,
+    },
     Acked,
-    Nacked { dead_lettered: bool },
-    VisibilityChanged { visible_at: Millis },
-    Redriven { moved: u64 },
-    Purged { messages: u64 },
+    Nacked {
+        dead_lettered: bool,
+    },
+    VisibilityChanged {
+        visible_at: Millis,
+    },
+    Redriven {
+        moved: u64,
+    },
+    Purged {
+        messages: u64,
+    },
 }

@@ -2,7 +2,7 @@
 
 use crate::ErrorCode;
 use crate::limits::{
-    QUEUE_ATTRIBUTE_BYTES_MAX, QUEUE_ATTRIBUTES_MAX, QUEUE_BODY_BYTES_MAX,
+    QUEUE_ACK_MAX, QUEUE_ATTRIBUTE_BYTES_MAX, QUEUE_ATTRIBUTES_MAX, QUEUE_BODY_BYTES_MAX,
     QUEUE_DEDUP_ID_BYTES_MAX, QUEUE_DEDUP_WINDOW_MS_MAX, QUEUE_DELAY_MS_MAX,
     QUEUE_MAX_RECEIVES_MAX, QUEUE_MESSAGES_MAX, QUEUE_REASON_BYTES_MAX, QUEUE_RECEIVE_MAX,
     QUEUE_RETENTION_MS_MAX, QUEUE_RETENTION_MS_MIN, QUEUE_SEND_BATCH_MAX, QUEUE_VISIBILITY_MS_MAX,
@@ -80,6 +80,8 @@ pub enum QueueError {
     QueueFull { queue: String },
     #[error("max is {max}; it must be 1 to {QUEUE_RECEIVE_MAX}")]
     ReceiveMax { max: u32 },
+    #[error("ack holds {count} receipts; the limit is {QUEUE_ACK_MAX}")]
+    AckCount { count: usize },
     #[error(
         "receipt {receipt} of queue {queue} is not the current delivery: the message was acked, redelivered or moved"
     )]
@@ -140,6 +142,7 @@ impl QueueError {
             | QueueError::GroupNotFifo { .. }
             | QueueError::Group { .. } => "group",
             QueueError::ReceiveMax { .. } => "max",
+            QueueError::AckCount { .. } => "ack",
             QueueError::StaleReceipt { .. } => "receipt",
             QueueError::Reason { .. } => "reason",
             QueueError::RedriveFifo { .. } => "to",

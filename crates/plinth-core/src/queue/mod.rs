@@ -5,8 +5,10 @@
 //! (until its delay passes), visible, in flight (received, until its visibility timeout passes), or
 //! gone (acked, purged, expired by retention, or moved to the dead-letter queue). `Receive` hands
 //! out visible messages, each with a receipt — the message id and its delivery attempt, the fencing
-//! token of that delivery — and makes them in flight. `Ack` deletes; `Nack` makes the message
-//! visible again (after an optional delay); `ChangeVisibility` moves the in-flight deadline. Only
+//! token of that delivery — and makes them in flight. `Ack` deletes; a receive may carry receipts
+//! to ack first, in the same write (a consumer acks what it finished as it takes more; a receipt
+//! that cannot ack is reported and does not stop the receive). `Nack` makes the message visible
+//! again (after an optional delay); `ChangeVisibility` moves the in-flight deadline. Only
 //! the receipt of the current delivery is accepted: after a redelivery, an older receipt gets
 //! `STALE_TOKEN` and changes nothing. When an in-flight message's visibility runs out it becomes
 //! visible again. A message whose receive count has reached `max_receives` and that comes back
@@ -41,8 +43,8 @@ mod state;
 mod tests;
 
 pub use command::{
-    DeadLetter, Delivery, MessageInfo, NewMessage, QueueCommand, QueueConfig, QueueInfo,
-    QueueOutput, QueueStats, Receipt, SendResult,
+    AckFailure, DeadLetter, Delivery, MessageInfo, NewMessage, QueueCommand, QueueConfig,
+    QueueInfo, QueueOutput, QueueStats, Receipt, SendResult,
 };
 pub use error::QueueError;
 pub use state::QueueState;

@@ -2,11 +2,11 @@
 
 use super::error::NameField;
 use super::{
-    DeadLetter, Delivery, MessageInfo, NewMessage, QueueCommand, QueueConfig, QueueError,
-    QueueInfo, QueueOutput, QueueStats, Receipt, SendResult,
+    AckFailure, DeadLetter, Delivery, MessageInfo, NewMessage, QueueCommand, QueueConfig,
+    QueueError, QueueInfo, QueueOutput, QueueStats, Receipt, SendResult,
 };
 use crate::limits::{
-    QUEUE_ATTRIBUTE_BYTES_MAX, QUEUE_ATTRIBUTES_MAX, QUEUE_BODY_BYTES_MAX,
+    QUEUE_ACK_MAX, QUEUE_ATTRIBUTE_BYTES_MAX, QUEUE_ATTRIBUTES_MAX, QUEUE_BODY_BYTES_MAX,
     QUEUE_DEDUP_ID_BYTES_MAX, QUEUE_DEDUP_WINDOW_MS_MAX, QUEUE_DELAY_MS_MAX,
     QUEUE_MAX_RECEIVES_MAX, QUEUE_MESSAGES_MAX, QUEUE_REASON_BYTES_MAX, QUEUE_RECEIVE_MAX,
     QUEUE_RETENTION_MS_MAX, QUEUE_RETENTION_MS_MIN, QUEUE_SEND_BATCH_MAX, QUEUE_VISIBILITY_MS_MAX,
@@ -174,8 +174,19 @@ impl QueueState {
                 queue,
                 max,
                 visibility_ms,
+            }
+            | QueueCommand::AckAndReceive {
+                queue,
+                max,
+                visibility_ms,
+                ..
             } => {
                 name(NameField::Name, queue)?;
+                if let QueueCommand::AckAndReceive { ack, .. } = command
+                    && ack.len() > QUEUE_ACK_MAX
+                {
+                    return Err(QueueError::AckCount { count: ack.len() });
+                }
                 if *max == 0 || *max > QUEUE_RECEIVE_MAX {
                     return Err(QueueError::ReceiveMax { max: *max });
                 }
@@ -265,36 +276,15 @@ impl QueueState {
                 queue,
                 max,
                 visibility_ms,
-            } => {
-                let q = self.queue(queue)?;
-                let visibility = visibility_ms.unwrap_or(q.config.visibility_ms);
-                let ids = self.receivable(queue, *max as usize);
-                let until = Millis(clock.0.saturating_add(visibility));
-                let mut deliveries = Vec::with_capacity(ids.len());
-                for id in ids {
-                    self.set_place(queue, id, Place::InFlight { until });
-                    let m = self.message_mut(queue, id);
-                    m.receive_count += 1;
-                    m.deliveries += 1;
-                    m.first_received_at.get_or_insert(clock);
-                    let receipt = Receipt {
-                        message_id: id,
-                        attempt: m.deliveries,
-                    };
-                    deliveries.push(Delivery {
-                        receipt,
-                        message: self.info(queue, id),
-                        visible_at: until,
-                    });
-                }
-                ctx.changed |= !deliveries.is_empty();
-                Ok(QueueOutput::Received(deliveries))
-            }
+            } => self.ack_and_receive(queue, &[], *max, *visibility_ms, ctx),
+            QueueCommand::AckAndReceive {
+                queue,
+                ack,
+                max,
+                visibility_ms,
+            } => self.ack_and_receive(queue, ack, *max, *visibility_ms, ctx),
             QueueCommand::Ack { queue, receipt } => {
-                self.current(queue, *receipt)?;
-                self.remove(queue, receipt.message_id);
-                self.queues.get_mut(queue).expect("checked").acked += 1;
-                ctx.changed = true;
+                self.ack(queue, *receipt, ctx)?;
                 Ok(QueueOutput::Acked)
             }
             QueueCommand::Nack {
@@ -393,6 +383,59 @@ impl QueueState {
         );
         ctx.changed = true;
         Ok(QueueOutput::Created { existed: false })
+    }
+
+    /// Deletes the message `receipt` names, if it is that message's current delivery.
+    fn ack(&mut self, queue: &str, receipt: Receipt, ctx: &mut Ctx) -> Result<(), QueueError> {
+        self.current(queue, receipt)?;
+        self.remove(queue, receipt.message_id);
+        self.queues.get_mut(queue).expect("checked").acked += 1;
+        ctx.changed = true;
+        Ok(())
+    }
+
+    /// Acks each of `ack` (those that cannot are reported), then makes up to `max` receivable
+    /// messages in flight. Acking first frees a FIFO group for the receive that follows.
+    fn ack_and_receive(
+        &mut self,
+        queue: &str,
+        ack: &[Receipt],
+        max: u32,
+        visibility_ms: Option<u64>,
+        ctx: &mut Ctx,
+    ) -> Result<QueueOutput, QueueError> {
+        let visibility = visibility_ms.unwrap_or(self.queue(queue)?.config.visibility_ms);
+        let mut ack_failures = Vec::new();
+        for &receipt in ack {
+            if let Err(error) = self.ack(queue, receipt, ctx) {
+                ack_failures.push(AckFailure { receipt, error });
+            }
+        }
+        let clock = ctx.clock;
+        let ids = self.receivable(queue, max as usize);
+        let until = Millis(clock.0.saturating_add(visibility));
+        let mut deliveries = Vec::with_capacity(ids.len());
+        for id in ids {
+            self.set_place(queue, id, Place::InFlight { until });
+            let m = self.message_mut(queue, id);
+            m.receive_count += 1;
+            m.deliveries += 1;
+            m.first_received_at.get_or_insert(clock);
+            let receipt = Receipt {
+                message_id: id,
+                attempt: m.deliveries,
+            };
+            deliveries.push(Delivery {
+                receipt,
+                message: self.info(queue, id),
+                visible_at: until,
+            });
+        }
+        ctx.changed |= !deliveries.is_empty();
+        Ok(QueueOutput::Received {
+            deliveries,
+            ack_failures,
+        })
     }
 
     fn send(

@@ -1,7 +1,7 @@
 //! Queue unit tests (scripts of commands and the answers they must give) and a property test of
 //! random sends, receives, acks, nacks, visibility changes, redrives, purges and ticks.
 
-use crate::limits::{QUEUE_RECEIVE_MAX, QUEUE_SEND_BATCH_MAX};
+use crate::limits::{QUEUE_ACK_MAX, QUEUE_RECEIVE_MAX, QUEUE_SEND_BATCH_MAX};
 use crate::queue::{
     Delivery, NewMessage, QueueCommand, QueueConfig, QueueError, QueueOutput, Receipt, SendResult,
 };
@@ -55,6 +55,15 @@ fn receive(queue: &str, max: u32) -> Command {
     })
 }
 
+fn ack_and_receive(queue: &str, ack: Vec<Receipt>, max: u32) -> Command {
+    Command::Queue(QueueCommand::AckAndReceive {
+        queue: queue.into(),
+        ack,
+        max,
+        visibility_ms: None,
+    })
+}
+
 fn ack(queue: &str, receipt: Receipt) -> Command {
     Command::Queue(QueueCommand::Ack {
         queue: queue.into(),
@@ -80,7 +89,7 @@ fn sent(applied: &Applied) -> Vec<SendResult> {
 
 fn received(applied: &Applied) -> Vec<Delivery> {
     match &applied.result {
-        Ok(Output::Queue(QueueOutput::Received(d))) => d.clone(),
+        Ok(Output::Queue(QueueOutput::Received { deliveries, .. })) => deliveries.clone(),
         other => panic!("expected deliveries, got {other:?}"),
     }
 }
@@ -240,6 +249,73 @@ fn a_dedup_id_inside_the_window_returns_the_first_id_and_stores_nothing() {
 }
 
 #[test]
+fn a_receive_acks_its_receipts_first_and_reports_the_ones_that_cannot_ack() {
+    let fifo = QueueConfig {
+        fifo: true,
+        ..config()
+    };
+    let mut s = State::default();
+    run(&mut s, 0, create("orders", fifo));
+    let in_group = |body: &str| NewMessage {
+        group: Some("g".into()),
+        ..message(body)
+    };
+    run(
+        &mut s,
+        0,
+        send("orders", vec![in_group("a1"), in_group("a2")]),
+    );
+    let first = received(&run(&mut s, 0, ack_and_receive("orders", vec![], 10)));
+    assert_eq!(bodies(&first), ["a1"]);
+    // Acking a1 in the receive frees its group for that same receive; a receipt that never was
+    // current cannot ack, is reported, and does not stop the receive.
+    let bogus = Receipt {
+        message_id: 99,
+        attempt: 1,
+    };
+    let applied = run(
+        &mut s,
+        1,
+        ack_and_receive("orders", vec![first[0].receipt, bogus], 10),
+    );
+    let Ok(Output::Queue(QueueOutput::Received {
+        deliveries,
+        ack_failures,
+    })) = &applied.result
+    else {
+        panic!("expected deliveries, got {:?}", applied.result);
+    };
+    assert_eq!(bodies(deliveries), ["a2"]);
+    assert_eq!(ack_failures.len(), 1);
+    assert_eq!(ack_failures[0].receipt, bogus);
+    assert_eq!(ack_failures[0].error.code(), ErrorCode::StaleToken);
+    let info = s.queues().queue_info("orders").unwrap();
+    assert_eq!((info.stats.acked, info.stats.in_flight), (1, 1));
+    // Acking the same receipt twice: the second is stale, as a second `Ack` would be.
+    let again = run(
+        &mut s,
+        2,
+        ack_and_receive("orders", vec![first[0].receipt], 1),
+    );
+    let Ok(Output::Queue(QueueOutput::Received { ack_failures, .. })) = &again.result else {
+        panic!("expected deliveries, got {:?}", again.result);
+    };
+    assert_eq!(ack_failures.len(), 1);
+}
+
+#[test]
+fn a_receive_from_a_log_written_before_acks_rode_on_receives_applies_as_one_with_nothing_to_ack() {
+    let mut old = State::default();
+    run(&mut old, 0, create("jobs", config()));
+    run(&mut old, 0, send("jobs", vec![message("a"), message("b")]));
+    let mut new = old.clone();
+    let a = run(&mut old, 5, receive("jobs", 1));
+    let b = run(&mut new, 5, ack_and_receive("jobs", vec![], 1));
+    assert_eq!(a.result, b.result);
+    assert_eq!(old, new);
+}
+
+#[test]
 fn fifo_groups_deliver_in_order_one_at_a_time() {
     let mut s = State::default();
     let fifo = QueueConfig {
@@ -343,6 +419,22 @@ fn bad_input_is_refused_with_the_field_and_the_limit_and_changes_nothing() {
             ErrorCode::InvalidArgument,
             "max",
             "max is 101; it must be 1 to 100".into(),
+        ),
+        (
+            ack_and_receive(
+                "jobs",
+                vec![
+                    Receipt {
+                        message_id: 0,
+                        attempt: 1
+                    };
+                    QUEUE_ACK_MAX + 1
+                ],
+                1,
+            ),
+            ErrorCode::InvalidArgument,
+            "ack",
+            format!("ack holds 101 receipts; the limit is {QUEUE_ACK_MAX}"),
         ),
         (
             create(
@@ -466,9 +558,13 @@ enum Step {
         group: u8,
         delay_ms: u64,
     },
+    /// A receive that first acks the receipts at these indexes (any queue's: a receipt of
+    /// another queue cannot ack here); with none, the log's older `Receive` every other time.
     Receive {
         queue: usize,
         max: u32,
+        ack: Vec<usize>,
+        legacy: bool,
     },
     Ack(usize),
     Nack(usize, u64),
@@ -482,7 +578,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0..4usize, 1..4usize, prop::option::of(0..4u8), 0..3u8, prop_oneof![3 => Just(0u64), 1 => 1u64..2_000])
             .prop_map(|(queue, n, dedup, group, delay_ms)| Step::Send { queue, n, dedup, group, delay_ms }),
-        4 => (0..4usize, 1..4u32).prop_map(|(queue, max)| Step::Receive { queue, max }),
+        4 => (0..4usize, 1..4u32, prop::collection::vec(any::<usize>(), 0..3), any::<bool>())
+            .prop_map(|(queue, max, ack, legacy)| Step::Receive { queue, max, ack, legacy }),
         3 => any::<usize>().prop_map(Step::Ack),
         2 => (any::<usize>(), prop_oneof![Just(0u64), 1u64..1_500]).prop_map(|(i, d)| Step::Nack(i, d)),
         1 => (any::<usize>(), 0u64..3_000).prop_map(|(i, v)| Step::ChangeVisibility(i, v)),
@@ -534,6 +631,7 @@ proptest! {
             now += advance;
             let mut purged = None;
             let mut acking = None;
+            let mut acking_all: Vec<Receipt> = Vec::new();
             let command = match step.clone() {
                 Step::Send { queue, n, dedup: d, group, delay_ms } => {
                     let fifo = QUEUES[queue].starts_with("fifo");
@@ -545,7 +643,19 @@ proptest! {
                         group: fifo.then(|| format!("g{group}")),
                     }).collect())
                 }
-                Step::Receive { queue, max } => receive(QUEUES[queue], max),
+                Step::Receive { queue, max, ack, legacy } => {
+                    let ack: Vec<Receipt> = if receipts.is_empty() {
+                        Vec::new()
+                    } else {
+                        ack.iter().map(|i| receipts[i % receipts.len()].1).collect()
+                    };
+                    acking_all = ack.clone();
+                    if ack.is_empty() && legacy {
+                        receive(QUEUES[queue], max)
+                    } else {
+                        ack_and_receive(QUEUES[queue], ack, max)
+                    }
+                }
                 Step::Ack(i) if !receipts.is_empty() => {
                     let (q, r) = receipts[i % receipts.len()].clone();
                     acking = Some(r.message_id);
@@ -591,8 +701,17 @@ proptest! {
                         }
                     }
                 }
-                Ok(Output::Queue(QueueOutput::Received(deliveries))) => {
+                Ok(Output::Queue(QueueOutput::Received { deliveries, ack_failures })) => {
                     let Step::Receive { queue, .. } = step else { unreachable!() };
+                    // Acks come first, so what they deleted is not handed out below. A receipt
+                    // listed twice acks once and fails once.
+                    for r in &acking_all {
+                        let given = acking_all.iter().filter(|a| *a == r).count();
+                        let failed = ack_failures.iter().filter(|f| f.receipt == *r).count();
+                        if failed < given {
+                            acked.insert(r.message_id);
+                        }
+                    }
                     for d in deliveries {
                         prop_assert!(!acked.contains(&d.message.message_id), "an acked message was delivered again");
                         receipts.push((QUEUES[queue].to_string(), d.receipt));
