@@ -268,53 +268,35 @@ async fn http_json_mirrors_the_proto_with_text_and_base64_bytes() {
     let server = Server::start();
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.endpoint());
-    let put: serde_json::Value = http
-        .post(url("/v1/kv/put"))
-        .json(&serde_json::json!({"key": "greeting", "value": "hello"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let put: serde_json::Value = server
+        .post_json(
+            "/v1/kv/put",
+            serde_json::json!({"key": "greeting", "value": "hello"}),
+        )
+        .await;
     assert!(put["header"]["revision"].as_u64().unwrap() >= 1);
     http.post(url("/v1/kv/put"))
         .json(&serde_json::json!({"key": "bin", "value_b64": "AP8="}))
         .send()
         .await
         .unwrap();
-    let got: serde_json::Value = http
-        .post(url("/v1/kv/get"))
-        .json(&serde_json::json!({"key": "greeting"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: serde_json::Value = server
+        .post_json("/v1/kv/get", serde_json::json!({"key": "greeting"}))
+        .await;
     assert_eq!(got["kv"]["value"], "hello");
-    let got: serde_json::Value = http
-        .post(url("/v1/kv/get"))
-        .json(&serde_json::json!({"key": "bin"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: serde_json::Value = server
+        .post_json("/v1/kv/get", serde_json::json!({"key": "bin"}))
+        .await;
     assert_eq!(got["kv"]["value_b64"], "AP8=");
-    let txn: serde_json::Value = http
-        .post(url("/v1/kv/txn"))
-        .json(&serde_json::json!({
-            "compares": [{"key": "greeting", "op": "EQUAL", "value": "hello"}],
-            "success": [{"put": {"key": "greeting", "value": "bonjour"}}],
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let txn: serde_json::Value = server
+        .post_json(
+            "/v1/kv/txn",
+            serde_json::json!({
+                "compares": [{"key": "greeting", "op": "EQUAL", "value": "hello"}],
+                "success": [{"put": {"key": "greeting", "value": "bonjour"}}],
+            }),
+        )
+        .await;
     assert_eq!(txn["succeeded"], true);
     let health = http.get(url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

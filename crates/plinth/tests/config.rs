@@ -261,26 +261,17 @@ async fn http_json_carries_values_as_json() {
     let server = Server::start();
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.endpoint());
-    let put: Value = http
-        .post(url("/v1/config/put"))
-        .json(&json!({"service": "web", "set": {"port": 8080, "tags": ["a", "b"], "name": "x"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let put: Value = server
+        .post_json(
+            "/v1/config/put",
+            json!({"service": "web", "set": {"port": 8080, "tags": ["a", "b"], "name": "x"}}),
+        )
+        .await;
     assert_eq!(put["version"]["version"], 1);
     assert_eq!(put["version"]["set"]["port"], 8080);
-    let got: Value = http
-        .post(url("/v1/config/get"))
-        .json(&json!({"service": "web"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server
+        .post_json("/v1/config/get", json!({"service": "web"}))
+        .await;
     assert_eq!(
         got["values"],
         json!({"name": "x", "port": 8080, "tags": ["a", "b"]})

@@ -337,15 +337,12 @@ async fn a_receive_acks_the_receipts_it_carries_and_reports_those_that_cannot_ac
     assert_eq!(acked(c.clone()).await, 1);
 
     // HTTP/JSON: the same field.
-    let reply: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/queue/receive", server.endpoint()))
-        .json(&serde_json::json!({"queue": "jobs", "max": 1, "ack": [b]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply: serde_json::Value = server
+        .post_json(
+            "/v1/queue/receive",
+            serde_json::json!({"queue": "jobs", "max": 1, "ack": [b]}),
+        )
+        .await;
     assert_eq!(reply["messages"][0]["body"], "c", "{reply}");
     assert_eq!(reply["ack_failures"], serde_json::json!([]), "{reply}");
     assert_eq!(acked(c.clone()).await, 2);

@@ -49,6 +49,20 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// POSTs `body` to the HTTP/JSON API at `path` and answers the reply's JSON, whatever its
+    /// status.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.endpoint()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn binary() -> &'static str {
         env!("CARGO_BIN_EXE_plinth")
     }
