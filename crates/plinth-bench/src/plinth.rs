@@ -98,6 +98,7 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
                     .map(|_| Mutex::default())
                     .collect(),
             );
+            let (left, first) = (to_ack.clone(), clients[0].clone());
             let op: Op = op(move |worker, _| {
                 let (client, queue, delivery) = (pick(worker), queue.clone(), recorded.clone());
                 let to_ack = to_ack.clone();
@@ -119,8 +120,9 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
                     let mut got = 0;
                     while got < batch {
                         let want = u32::try_from(batch - got).unwrap_or(u32::MAX);
-                        let ack =
-                            std::mem::take(&mut *to_ack[worker].lock().expect("not poisoned"));
+                        let ack = to_ack[worker].lock().expect("not poisoned").clone();
+                        let acking = ack.len();
+                        // On an error the receipts stay listed, for the next receive.
                         let reply = client
                             .queue_receive_request(pb::QueueReceiveRequest {
                                 queue: queue.clone(),
@@ -130,12 +132,16 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
                                 ..Default::default()
                             })
                             .await?;
+                        to_ack[worker].lock().expect("not poisoned").drain(..acking);
                         if let Some(failure) = reply.ack_failures.first() {
                             bail!(
                                 "receipt {} did not ack: {:?}",
                                 failure.receipt,
                                 failure.error
                             );
+                        }
+                        if (reply.acked as usize) < acking {
+                            bail!("the server did not ack with the receive (a build older than acks on receives)");
                         }
                         if reply.messages.is_empty() {
                             bail!("a receive waited 5 s on a queue that should hold messages");
@@ -154,6 +160,14 @@ pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome
                 .boxed()
             });
             let sample = closed_loop(load, op).await;
+            // What each worker took last, after the clock stopped.
+            let queue = format!("bench-{run_id}");
+            for receipts in left.iter() {
+                let receipts = std::mem::take(&mut *receipts.lock().expect("not poisoned"));
+                for receipt in receipts {
+                    first.queue_ack(queue.clone(), receipt).await?;
+                }
+            }
             let delivery = delivery.lock().expect("not poisoned").clone();
             Ok(Outcome::with_delivery(sample, delivery, batch as u64))
         }

@@ -126,8 +126,9 @@ impl Client {
     }
 
     /// A receive with every option: its own visibility, and receipts to ack first in the same
-    /// write (`ack`: a consumer acks what it finished as it asks for more). The reply lists the
-    /// receipts that did not ack (`ack_failures`, `STALE_TOKEN`) beside the deliveries.
+    /// write (`ack`: a consumer acks what it finished as it asks for more). The reply counts the
+    /// receipts acked (`acked`) and lists those that did not ack (`ack_failures`, `STALE_TOKEN`)
+    /// beside the deliveries; a server older than `ack` answers neither, and acked nothing.
     pub async fn queue_receive_request(
         &self,
         request: pb::QueueReceiveRequest,
@@ -286,7 +287,8 @@ pub struct ConsumerStats {
     pub acked: u64,
     pub nacked: u64,
     /// Acks refused because the delivery had gone stale (its visibility ran out while the
-    /// handler ran): the message will be, or was, delivered again.
+    /// handler ran): the message will be, or was, delivered again. Rarely, an ack whose receive
+    /// was applied but whose answer was lost in transit, and that was sent again.
     pub stale: u64,
 }
 
@@ -294,9 +296,9 @@ pub struct ConsumerStats {
 /// polling), runs the handler, and acks on `Ok` or nacks on `Err` with exponential backoff. The
 /// ack rides on the loop's next receive, one write for both (or goes alone when no receive
 /// follows). While a handler runs, the delivery's visibility is extended every third of its
-/// length, so a slow handler does not see its message delivered again. [`Consumer::shutdown`] stops receiving, lets
-/// running handlers finish and ack or nack, and gives back at once any message a last receive
-/// brought in.
+/// length, so a slow handler does not see its message delivered again. [`Consumer::shutdown`]
+/// stops receiving, lets running handlers finish and ack or nack, and gives back at once any
+/// message a last receive brought in.
 pub struct Consumer {
     stop: watch::Sender<bool>,
     tasks: JoinSet<ConsumerStats>,
@@ -414,6 +416,18 @@ impl Worker {
             let received = self.client.queue_receive_request(request).await;
             let deliveries = match received {
                 Ok(reply) => {
+                    let answered = reply.acked as usize + reply.ack_failures.len();
+                    if answered < to_ack.len() {
+                        // A server older than acks on receives ignored them: ack on its own.
+                        for receipt in to_ack.drain(..) {
+                            let acked = self
+                                .client
+                                .queue_ack(self.queue.clone(), receipt.clone())
+                                .await
+                                .map(|()| stats.acked += 1);
+                            self.count(acked, &receipt, &mut stats);
+                        }
+                    }
                     // A receipt that did not ack was redelivered (its visibility ran out) or,
                     // after a receive that failed in transit and was sent again, acked already.
                     for receipt in to_ack.drain(..) {

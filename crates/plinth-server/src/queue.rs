@@ -7,7 +7,7 @@ use crate::api::{Api, unexpected};
 use crate::error::ApiError;
 use plinth_core::limits::QUEUE_WAIT_MS_MAX;
 use plinth_core::queue::{
-    Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
+    AckFailure, Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
 };
 use plinth_core::{Command, ErrorCode, Output, StateError};
 use plinth_proto::v1 as pb;
@@ -100,6 +100,26 @@ fn delivery(d: Delivery) -> pb::QueueDelivery {
             dead_lettered_at_ms: l.dead_lettered_at.0,
         }),
     }
+}
+
+/// The failed acks as the caller wrote their receipts: the failures come in the order given, a
+/// subsequence of `parsed` (whose entries are `texts` parsed).
+fn as_given(
+    texts: &[String],
+    parsed: &[Receipt],
+    failed: Vec<AckFailure>,
+) -> Vec<pb::QueueAckFailure> {
+    let mut failed = failed.into_iter().peekable();
+    let mut out = Vec::new();
+    for (text, receipt) in texts.iter().zip(parsed) {
+        if let Some(f) = failed.next_if(|f| f.receipt == *receipt) {
+            out.push(pb::QueueAckFailure {
+                receipt: text.clone(),
+                error: Some(ApiError::from(StateError::from(f.error)).detail()),
+            });
+        }
+    }
+    out
 }
 
 /// Parses the receipt in `field`.
@@ -258,41 +278,44 @@ impl Api {
                 ),
             ));
         }
-        let mut ack = r
+        let given = r
             .ack
             .iter()
             .enumerate()
             .map(|(i, text)| receipt(&format!("ack[{i}]"), text))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        let mut ack_failures = Vec::new();
-        loop {
-            // The acks ride on the first proposal only: they are made at once, before any wait.
-            let command = QueueCommand::AckAndReceive {
+        let max = r.max.max(1);
+        let visibility_ms = (r.visibility_ms != 0).then_some(r.visibility_ms);
+        // The acks ride on the first proposal only: they are made at once, before any wait. A
+        // receive without acks is proposed as the log's older `Receive`, which a member not yet
+        // upgraded still reads.
+        let first = if given.is_empty() {
+            QueueCommand::Receive {
                 queue: r.queue.clone(),
-                ack: std::mem::take(&mut ack),
-                max: r.max.max(1),
-                visibility_ms: (r.visibility_ms != 0).then_some(r.visibility_ms),
-            };
-            let (out, header) = self.queue_command(command).await?;
-            let QueueOutput::Received {
-                deliveries,
-                ack_failures: failed,
-            } = out
-            else {
-                unexpected(Output::Queue(out))
-            };
-            ack_failures.extend(failed.into_iter().map(|f| pb::QueueAckFailure {
-                receipt: f.receipt.to_string(),
-                error: Some(ApiError::from(StateError::from(f.error)).detail()),
-            }));
-            if !deliveries.is_empty() || Instant::now() >= deadline {
-                return Ok(pb::QueueReceiveResponse {
-                    header: Some(header),
-                    messages: deliveries.into_iter().map(delivery).collect(),
-                    ack_failures,
-                });
+                max,
+                visibility_ms,
             }
+        } else {
+            QueueCommand::AckAndReceive {
+                queue: r.queue.clone(),
+                ack: given.clone(),
+                max,
+                visibility_ms,
+            }
+        };
+        let (deliveries, failed, header) = self.receive_once(first).await?;
+        let ack_failures = as_given(&r.ack, &given, failed);
+        let mut reply = pb::QueueReceiveResponse {
+            header: Some(header),
+            messages: deliveries.into_iter().map(delivery).collect(),
+            acked: (given.len() - ack_failures.len()) as u32,
+            ack_failures,
+        };
+        // Once acks were made the call answers them: a wait that then fails ends with no
+        // messages rather than an error that would hide what was acked.
+        let acks_made = !given.is_empty();
+        while reply.messages.is_empty() && Instant::now() < deadline {
             // Nothing visible: wait until an apply makes something receivable (a send, a nack,
             // a tick that ends a delay or a visibility timeout), or the wait runs out.
             let queue = r.queue.clone();
@@ -301,16 +324,50 @@ impl Api {
                 (!s.queues().exists(&queue) || s.queues().has_receivable(&queue)).then_some(())
             });
             let mut shutdown = self.shutdown.clone();
-            tokio::select! {
-                ready = ready => ready?,
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Ok(pb::QueueReceiveResponse { header: Some(header), messages: Vec::new(), ack_failures });
-                }
+            let woken = tokio::select! {
+                ready = ready => ready.map_err(ApiError::from),
+                _ = tokio::time::sleep_until(deadline) => break,
                 _ = shutdown.wait_for(|stop| *stop) => {
-                    return Err(ApiError::new(ErrorCode::Unavailable, "", "the server is shutting down"));
+                    Err(ApiError::new(ErrorCode::Unavailable, "", "the server is shutting down"))
                 }
+            };
+            let next = match woken {
+                Ok(()) => {
+                    self.receive_once(QueueCommand::Receive {
+                        queue: r.queue.clone(),
+                        max,
+                        visibility_ms,
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match next {
+                Ok((deliveries, _, header)) => {
+                    reply.header = Some(header);
+                    reply.messages = deliveries.into_iter().map(delivery).collect();
+                }
+                Err(_) if acks_made => break,
+                Err(e) => return Err(e),
             }
         }
+        Ok(reply)
+    }
+
+    /// One receive proposal: its deliveries, the acks that failed, and the header.
+    async fn receive_once(
+        &self,
+        command: QueueCommand,
+    ) -> Result<(Vec<Delivery>, Vec<AckFailure>, pb::ResponseHeader), ApiError> {
+        let (out, header) = self.queue_command(command).await?;
+        let QueueOutput::Received {
+            deliveries,
+            ack_failures,
+        } = out
+        else {
+            unexpected(Output::Queue(out))
+        };
+        Ok((deliveries, ack_failures, header))
     }
 
     pub async fn queue_ack(

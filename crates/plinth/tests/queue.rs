@@ -292,7 +292,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receive_acks_the_receipts_it_carries_and_reports_those_that_cannot_ack() {
-    let server = Server::start();
+    let mut server = Server::start();
     let c = client(&server).await;
     c.queue_create("jobs", pb::QueueConfig::default())
         .await
@@ -313,13 +313,16 @@ async fn a_receive_acks_the_receipts_it_carries_and_reports_those_that_cannot_ac
     // is reported, and the receive goes on.
     let a = c.queue_receive("jobs", 1, Duration::ZERO).await.unwrap();
     let reply = c
-        .queue_receive_request(receive(vec![a[0].receipt.clone(), "999.1".into()]))
+        .queue_receive_request(receive(vec![a[0].receipt.clone(), "0999.1".into()]))
         .await
         .unwrap();
     assert_eq!(reply.messages.len(), 1);
     assert_eq!(reply.messages[0].body, b"b");
-    assert_eq!(reply.ack_failures.len(), 1);
-    assert_eq!(reply.ack_failures[0].receipt, "999.1");
+    assert_eq!((reply.acked, reply.ack_failures.len()), (1, 1));
+    assert_eq!(
+        reply.ack_failures[0].receipt, "0999.1",
+        "as the caller wrote it"
+    );
     let error = reply.ack_failures[0].error.clone().unwrap();
     assert_eq!(error.code(), pb::ErrorCode::StaleToken);
     assert_eq!(acked(c.clone()).await, 1);
@@ -355,6 +358,24 @@ async fn a_receive_acks_the_receipts_it_carries_and_reports_those_that_cannot_ac
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(err.contains("could not ack 7.7"), "{err}");
     assert_eq!(acked(c.clone()).await, 3);
+
+    // A long poll whose acks were made answers them even when the server stops during its wait.
+    c.queue_send("jobs", "d").await.unwrap();
+    let d = c.queue_receive("jobs", 1, Duration::ZERO).await.unwrap();
+    let poll = {
+        let c = c.clone();
+        let mut request = receive(vec![d[0].receipt.clone()]);
+        request.wait_ms = 20_000;
+        tokio::spawn(async move { c.queue_receive_request(request).await })
+    };
+    eventually(Duration::from_secs(5), "the ack applied", || {
+        let c = c.clone();
+        async move { acked(c).await == 4 }
+    })
+    .await;
+    server.stop();
+    let reply = poll.await.unwrap().unwrap();
+    assert_eq!((reply.acked, reply.messages.len()), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,8 +73,9 @@ pub enum QueueCommand {
         queue: String,
         messages: Vec<NewMessage>,
     },
-    /// What logs written before [`QueueCommand::AckAndReceive`] hold for a receive; it applies
-    /// as an `AckAndReceive` with nothing to ack. New receives are proposed as `AckAndReceive`.
+    /// A receive with nothing to ack; it applies as an `AckAndReceive` with nothing to ack. The
+    /// server still proposes it for such a receive, so that a member of an older build, which
+    /// does not know `AckAndReceive`, can apply the log during a rolling upgrade.
     Receive {
         queue: String,
         max: u32,
