@@ -45,8 +45,9 @@ pub struct NodeConfig {
     /// (keeping a few hundred entries). Encoding the state pauses applies for as long as it
     /// takes, so the second condition keeps a large state's snapshots as rare as its log is
     /// small: the snapshot bytes written never exceed the log bytes, and a restart replays at
-    /// most about a snapshot's worth of log. Past ten such intervals a snapshot is taken
-    /// whatever the bytes, so the entries to replay are bounded too.
+    /// most about a snapshot's worth of log. Past ten such intervals, or one entry for every
+    /// 256 bytes of the last snapshot if that is more, a snapshot is taken whatever the bytes,
+    /// so the entries to replay are bounded too, in proportion to the state.
     pub snapshot_logs_since_last: u64,
     /// Whether the write-ahead log fsyncs. Off only for tests and benchmarks: without it a power
     /// loss loses acknowledged writes.
