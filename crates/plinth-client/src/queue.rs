@@ -419,14 +419,7 @@ impl Worker {
                     let answered = reply.acked as usize + reply.ack_failures.len();
                     if answered < to_ack.len() {
                         // A server older than acks on receives ignored them: ack on its own.
-                        for receipt in to_ack.drain(..) {
-                            let acked = self
-                                .client
-                                .queue_ack(self.queue.clone(), receipt.clone())
-                                .await
-                                .map(|()| stats.acked += 1);
-                            self.count(acked, &receipt, &mut stats);
-                        }
+                        self.ack_alone(to_ack.drain(..), &mut stats).await;
                     }
                     // A receipt that did not ack was redelivered (its visibility ran out) or,
                     // after a receive that failed in transit and was sent again, acked already.
@@ -474,15 +467,24 @@ impl Worker {
             }
         }
         // No receive follows: what is left to ack is acked on its own.
-        for receipt in to_ack {
+        self.ack_alone(to_ack, &mut stats).await;
+        stats
+    }
+
+    /// Acks each receipt with a call of its own.
+    async fn ack_alone(
+        &self,
+        receipts: impl IntoIterator<Item = String>,
+        stats: &mut ConsumerStats,
+    ) {
+        for receipt in receipts {
             let acked = self
                 .client
                 .queue_ack(self.queue.clone(), receipt.clone())
                 .await
                 .map(|()| stats.acked += 1);
-            self.count(acked, &receipt, &mut stats);
+            self.count(acked, &receipt, stats);
         }
-        stats
     }
 
     fn count(&self, result: Result<(), Error>, receipt: &str, stats: &mut ConsumerStats) {
