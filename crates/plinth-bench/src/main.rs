@@ -116,10 +116,14 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // The same client runtime for every system, without the LIFO slot: a woken task waits its
+    // turn, so replies that arrive together are handled in one pass. etcd's figures do not move
+    // with it; plinth's do, as its server sends replies in groups (docs/benchmarks.md, item 10).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder.build().expect("a tokio runtime");
     let result = match cli {
         Cli::Run(args) => runtime.block_on(run(args)),
         Cli::Tables { file } => tables::print(&file),

@@ -136,10 +136,15 @@ enum Top {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Without the LIFO slot a woken task waits its turn behind those already queued. The calls
+    // one fsync commits then finish together: their replies leave in one write, and the calls
+    // that arrive meanwhile reach the log as one append. With it, each woken connection or
+    // Raft task ran at once for a single call (docs/benchmarks.md, item 10).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
