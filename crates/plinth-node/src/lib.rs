@@ -36,7 +36,7 @@ pub use cluster::{ClusterStatus, Member, check_address};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};
-pub use node::{Node, Status};
+pub use node::{Node, Status, Submitted};
 pub use watch::{WatchBatch, Watcher};
 
 /// The log payload: a core [`Request`]. A newtype only because openraft requires `Display` of its

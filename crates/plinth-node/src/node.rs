@@ -10,6 +10,8 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{
     ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
 };
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
 use openraft::{BasicNode, ReadPolicy, ServerState};
 use plinth_core::kv::KeySpan;
 use plinth_core::lease::LeaseCommand;
@@ -328,6 +330,13 @@ impl Node {
     /// machine is a successful return whose `result` is an error; `NodeError` means the command
     /// was not applied (or, for `Unavailable` after a leader change, that its fate is unknown).
     pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        self.submit(command).await?.outcome().await
+    }
+
+    /// Hands `command` to the log and returns once it is queued there, with what will answer
+    /// it. The write goes on whether or not the answer is awaited: a caller that must undo what
+    /// its write did if it goes away can keep the answer alive past itself (a lock acquire).
+    pub async fn submit(&self, command: Command) -> Result<Submitted, NodeError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
         }
@@ -336,11 +345,13 @@ impl Node {
             stamp: self.stamp(),
             command,
         };
-        match self.inner.raft.client_write(LogRequest(request)).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(e)) => Err(from_write_error(e)),
-            Err(RaftError::Fatal(f)) => Err(from_fatal(f)),
-        }
+        let (responder, answer) = ProgressResponder::complete_only();
+        self.inner
+            .raft
+            .client_write_ff(LogRequest(request), Some(responder))
+            .await
+            .map_err(from_fatal)?;
+        Ok(Submitted(answer))
     }
 
     /// Runs `f` on the state. Linearizable: openraft confirms this node still leads (read index)
@@ -597,6 +608,21 @@ pub(crate) fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
     NodeError::NotLeader {
         leader_id: f.leader_id,
         leader_addr: f.leader_node.map(|n| n.addr),
+    }
+}
+
+/// The answer to a write handed to the log by [`Node::submit`].
+pub struct Submitted(tokio::sync::oneshot::Receiver<ClientWriteResult<TypeConfig>>);
+
+impl Submitted {
+    /// Waits until the write is applied (or refused) and answers what it did. Call it once.
+    pub async fn outcome(&mut self) -> Result<Applied, NodeError> {
+        match (&mut self.0).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(e)) => Err(from_write_error(e)),
+            // The raft core dropped the write unanswered: it stopped.
+            Err(_) => Err(NodeError::ShuttingDown),
+        }
     }
 }
 

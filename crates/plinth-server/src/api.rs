@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use plinth_core::{Applied, Command, Output, State};
-use plinth_node::Node;
+use plinth_node::{Node, NodeError};
 use plinth_proto::v1 as pb;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,9 +40,17 @@ impl Api {
         &self,
         command: Command,
     ) -> Result<(Output, pb::ResponseHeader), ApiError> {
+        self.applied(self.node.propose(command).await)
+    }
+
+    /// What a write answered: its output, and the header at its revision.
+    pub(crate) fn applied(
+        &self,
+        applied: Result<Applied, NodeError>,
+    ) -> Result<(Output, pb::ResponseHeader), ApiError> {
         let Applied {
             revision, result, ..
-        } = self.node.propose(command).await?;
+        } = applied?;
         let output = result?;
         Ok((output, self.header(revision)))
     }

@@ -10,10 +10,10 @@ use crate::convert;
 use crate::error::ApiError;
 use plinth_core::limits::LOCK_WAIT_MS_MAX;
 use plinth_core::lock::{HoldInfo, LockCommand, LockOutput, TicketStatus};
-use plinth_core::{Command, ErrorCode, FencingToken, Millis, Output, Revision};
+use plinth_core::{Applied, Command, ErrorCode, FencingToken, Millis, Output, Revision};
+use plinth_node::Submitted;
 use plinth_proto::v1 as pb;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// How long past its deadline a queued call waits for the ticker to drop its ticket before it
 /// gives up on its own.
@@ -234,27 +234,11 @@ impl Api {
         }
     }
 
-    /// Proposes an acquire; if it was queued, waits for the grant. The work runs in a task of
-    /// its own so that it finishes what it started even when the caller goes away mid-call: a
-    /// queued ticket, or a grant the caller will never hear of, is then abandoned through the log
-    /// instead of holding up the lock for a whole ttl.
-    async fn acquire(
-        &self,
-        command: LockCommand,
-    ) -> Result<(HoldInfo, pb::ResponseHeader), ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let api = self.clone();
-        tokio::spawn(async move { api.acquire_for(command, reply).await });
-        answer.await.unwrap_or_else(|_| {
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "",
-                "the acquire was interrupted; acquire again",
-            ))
-        })
-    }
-
-    async fn acquire_for(&self, command: LockCommand, mut reply: oneshot::Sender<Acquired>) {
+    /// Proposes an acquire; if it was queued, waits for the grant. A caller that goes away
+    /// mid-call (the client hung up) drops the [`Acquiring`] with it, which finishes what the
+    /// call started: a queued ticket, or a grant the caller will never hear of, is abandoned
+    /// through the log instead of holding up the lock for a whole ttl.
+    async fn acquire(&self, command: LockCommand) -> Acquired {
         let LockCommand::Acquire {
             name,
             owner,
@@ -265,28 +249,29 @@ impl Api {
             unreachable!("acquire proposes an Acquire")
         };
         let (name, owner, wait_ms) = (name.clone(), owner.clone(), *wait_ms);
-        let (ticket, result) = match self.propose(Command::Lock(command)).await {
-            Ok((Output::Lock(LockOutput::Acquired(hold)), header)) => {
-                (Some(hold.ticket), Ok((hold, header)))
-            }
-            Ok((Output::Lock(LockOutput::Queued { ticket, .. }), _)) => {
-                let waited = tokio::select! {
-                    waited = self.await_ticket(&name, &owner, ticket, wait_ms) => waited,
-                    _ = reply.closed() => {
-                        self.abandon(name, ticket).await;
-                        return;
-                    }
-                };
-                (Some(ticket), waited)
-            }
-            Ok((other, _)) => unexpected(other),
-            Err(e) => (None, Err(e)),
+        let submitted = self.node.submit(Command::Lock(command)).await?;
+        let mut acquiring = Acquiring {
+            api: self.clone(),
+            name,
+            stage: Stage::Proposed(submitted),
         };
-        if let Err(unsent) = reply.send(result)
-            && let (Some(ticket), Ok(_)) = (ticket, unsent)
-        {
-            // The caller went away just as the hold was granted: release it.
-            self.abandon(name, ticket).await;
+        let Stage::Proposed(submitted) = &mut acquiring.stage else {
+            unreachable!("just set")
+        };
+        let applied = submitted.outcome().await;
+        acquiring.stage = Stage::Done;
+        let (output, header) = self.applied(applied)?;
+        match output {
+            Output::Lock(LockOutput::Acquired(hold)) => Ok((hold, header)),
+            Output::Lock(LockOutput::Queued { ticket, .. }) => {
+                acquiring.stage = Stage::Queued(ticket);
+                let waited = self
+                    .await_ticket(&acquiring.name, &owner, ticket, wait_ms)
+                    .await;
+                acquiring.stage = Stage::Done;
+                waited
+            }
+            other => unexpected(other),
         }
     }
 
@@ -345,6 +330,56 @@ impl Api {
 
 /// What an acquire answers.
 type Acquired = Result<(HoldInfo, pb::ResponseHeader), ApiError>;
+
+/// An acquire under way. Dropped before it is done, it abandons what its write did, in a task
+/// of its own: the ticket it queued, or the hold it was granted.
+struct Acquiring {
+    api: Api,
+    name: String,
+    stage: Stage,
+}
+
+enum Stage {
+    /// The acquire is in the log; its outcome is not known yet.
+    Proposed(Submitted),
+    /// The acquire queued this ticket, which waits for the grant.
+    Queued(Revision),
+    /// The caller has the answer: nothing to undo.
+    Done,
+}
+
+impl Drop for Acquiring {
+    fn drop(&mut self) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        if matches!(stage, Stage::Done) {
+            return;
+        }
+        // Without a runtime (the process is stopping) there is nobody left to hand it to; the
+        // ttl releases the hold.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (api, name) = (self.api.clone(), std::mem::take(&mut self.name));
+        runtime.spawn(async move {
+            let ticket = match stage {
+                Stage::Queued(ticket) => ticket,
+                Stage::Proposed(mut submitted) => match submitted.outcome().await {
+                    Ok(Applied {
+                        result: Ok(Output::Lock(LockOutput::Acquired(hold))),
+                        ..
+                    }) => hold.ticket,
+                    Ok(Applied {
+                        result: Ok(Output::Lock(LockOutput::Queued { ticket, .. })),
+                        ..
+                    }) => ticket,
+                    _ => return,
+                },
+                Stage::Done => return,
+            };
+            api.abandon(name, ticket).await;
+        });
+    }
+}
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     plinth_core::names::check_name(name).map_err(|e| ApiError::invalid("name", e.to_string()))
