@@ -333,9 +333,10 @@ impl Node {
         self.submit(command).await?.outcome().await
     }
 
-    /// Hands `command` to the log and returns once it is queued there, with what will answer
-    /// it. The write goes on whether or not the answer is awaited: a caller that must undo what
-    /// its write did if it goes away can keep the answer alive past itself (a lock acquire).
+    /// Hands `command` to openraft and returns once openraft has it, with what will answer it
+    /// (on a follower, that it is not the leader). The write goes on whether or not the answer
+    /// is awaited: a caller that must undo what its write did if it goes away can keep the
+    /// answer alive past itself (a lock acquire).
     pub async fn submit(&self, command: Command) -> Result<Submitted, NodeError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
@@ -351,7 +352,10 @@ impl Node {
             .client_write_ff(LogRequest(request), Some(responder))
             .await
             .map_err(from_fatal)?;
-        Ok(Submitted(answer))
+        Ok(Submitted {
+            answer,
+            raft: self.inner.raft.clone(),
+        })
     }
 
     /// Runs `f` on the state. Linearizable: openraft confirms this node still leads (read index)
@@ -612,17 +616,52 @@ pub(crate) fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
 }
 
 /// The answer to a write handed to the log by [`Node::submit`].
-pub struct Submitted(tokio::sync::oneshot::Receiver<ClientWriteResult<TypeConfig>>);
+pub struct Submitted {
+    answer: tokio::sync::oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+    raft: Raft,
+}
 
 impl Submitted {
-    /// Waits until the write is applied (or refused) and answers what it did. Call it once.
+    /// Waits until the write is applied (or refused) and answers what it did. A second call
+    /// has nothing left to wait for and says so.
     pub async fn outcome(&mut self) -> Result<Applied, NodeError> {
-        match (&mut self.0).await {
+        if self.answer.is_terminated() {
+            return Err(NodeError::Unavailable(
+                "this write's outcome was already taken".to_owned(),
+            ));
+        }
+        match (&mut self.answer).await {
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(e)) => Err(from_write_error(e)),
-            // The raft core dropped the write unanswered: it stopped.
-            Err(_) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(core_stop_error(&self.raft).await),
         }
+    }
+}
+
+/// How long a write dropped unanswered waits for the raft core to report why it stopped.
+const CORE_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Why the raft core dropped a write unanswered: the fatal error it stopped with, as its metrics
+/// report it. A core task that ended without reporting one panicked.
+async fn core_stop_error(raft: &Raft) -> NodeError {
+    let mut metrics = raft.metrics();
+    let stopped = tokio::time::timeout(CORE_STOP_WAIT, async move {
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.clone();
+            }
+            if metrics.changed().await.is_err() {
+                return Fatal::Panicked;
+            }
+        }
+    })
+    .await;
+    match stopped {
+        Ok(fatal) => from_fatal(fatal),
+        Err(_) => NodeError::Unavailable(
+            "the write was dropped without an answer; it may or may not have been applied"
+                .to_owned(),
+        ),
     }
 }
 

@@ -354,8 +354,8 @@ impl Drop for Acquiring {
         if matches!(stage, Stage::Done) {
             return;
         }
-        // Without a runtime (the process is stopping) there is nobody left to hand it to; the
-        // ttl releases the hold.
+        // Without a runtime, or with one that is stopping (which drops the task unrun), there
+        // is nobody left to abandon it; the ttl releases the hold.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };

@@ -54,6 +54,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // The runtime's LIFO slot is off only in a build with `--cfg tokio_unstable` (see main.rs).
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        lifo_slot = if cfg!(tokio_unstable) { "off" } else { "on" },
+        "starting plinth"
+    );
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
