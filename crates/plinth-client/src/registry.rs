@@ -538,12 +538,22 @@ impl Resolver {
         })
     }
 
-    /// Waits for the list to change and answers the revision it reflects then.
+    /// Waits for the list to change and answers the revision it reflects then. A change no call
+    /// has waited for yet (since the resolver started or since the last `changed` or
+    /// `wait_for`) answers at once.
     pub async fn changed(&mut self) -> u64 {
         if self.changed.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
         *self.changed.borrow_and_update()
+    }
+
+    /// Waits until the list reflects `revision` or a later one, and answers the revision then.
+    pub async fn wait_for(&mut self, revision: u64) -> u64 {
+        match self.changed.wait_for(|r| *r >= revision).await {
+            Ok(r) => *r,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     fn endpoints(&self) -> Vec<Arc<Endpoint>> {
