@@ -131,6 +131,8 @@ pub(crate) fn recover(
             file: Arc::new(file),
             offsets: scanned.offsets,
             len_bytes,
+            // What lies past the records may be unwritten extents that read as zeros.
+            written_bytes: len_bytes,
         });
     }
     Ok(segments)

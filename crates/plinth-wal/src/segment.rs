@@ -22,6 +22,9 @@ pub(crate) struct Segment {
     /// Bytes of whole records. Only the active segment's file may be longer: the room of a
     /// preallocation, or zeros recovery found after its last record; rollover cuts them.
     pub(crate) len_bytes: u64,
+    /// Bytes from the start of the file known to have been written, records or zeros: past
+    /// this, a preallocated file's blocks are still unwritten extents (see `WalOptions`).
+    pub(crate) written_bytes: u64,
 }
 
 impl Segment {

@@ -27,7 +27,8 @@ pub struct WalOptions {
     /// then never change the file's size, so an fdatasync has no size to journal: measured here,
     /// 11,100 fdatasyncs a second against 7,100 for a file that grows. A segment is cut to its
     /// records when the next one starts, and recovery reads the zeros after the last record as
-    /// room, not damage.
+    /// room, not damage. Appends also keep the next MiB after the records written with zeros, so
+    /// that a sync does not turn unwritten extents into written ones either.
     pub preallocate: bool,
 }
 
@@ -449,6 +450,8 @@ impl Shared {
                     .map_err(|e| WalError::io(&active.path, e))?;
                 active.offsets.truncate(keep);
                 active.len_bytes = cut;
+                // Preallocating again gives back unwritten extents past the cut.
+                active.written_bytes = active.written_bytes.min(cut);
             }
             // Also covers unsynced appends before the cut: every segment but
             // the active one was fsynced when it was rolled over.
@@ -567,9 +570,45 @@ impl Shared {
             .offsets
             .extend(chunk.starts.iter().map(|start| base + start));
         active.len_bytes += chunk.bytes.len() as u64;
+        active.written_bytes = active.written_bytes.max(active.len_bytes);
         self.written_gen.fetch_add(1, Ordering::Relaxed);
         chunk.clear();
+        if self.opts.preallocate {
+            self.zero_ahead(active);
+        }
         Ok(())
+    }
+
+    /// Keeps the next `ZERO_AHEAD_BYTES` after the records written with zeros. fallocate makes
+    /// unwritten extents: the first write into one turns it into a written extent, a change of
+    /// the file's metadata that the fdatasync after it must commit to the journal. Zeros written
+    /// ahead, a step at a time, make that change once per step instead of in every sync: each
+    /// fdatasync then only writes data (measured here, 120–140 µs against 150–190 µs per
+    /// write + fdatasync, and a third less CPU). The zeros are room to recovery, like the
+    /// preallocation's, and the first sync after a step carries them.
+    fn zero_ahead(&self, active: &mut Segment) {
+        if active.written_bytes >= active.len_bytes + ZERO_AHEAD_BYTES / 2 {
+            return;
+        }
+        let size = self.opts.segment_bytes_max.max(active.len_bytes);
+        let end = (active.len_bytes + ZERO_AHEAD_BYTES).min(size);
+        if end <= active.written_bytes {
+            return;
+        }
+        let zeros = vec![0u8; (end - active.written_bytes) as usize];
+        match active.file.write_all_at(&zeros, active.written_bytes) {
+            Ok(()) => active.written_bytes = end,
+            Err(e) => {
+                // Nothing is lost: the room stays unwritten extents, slower to sync. Zeros that
+                // landed in part are room all the same. Stop trying for this segment.
+                tracing::debug!(
+                    path = %active.path.display(),
+                    error = %e,
+                    "could not write zeros ahead of the records; syncs go on without them"
+                );
+                active.written_bytes = size;
+            }
+        }
     }
 
     /// Starts a new active segment whose first record will be `first_lsn`.
@@ -610,6 +649,7 @@ impl Shared {
             file: Arc::new(file),
             offsets: Vec::new(),
             len_bytes: 0,
+            written_bytes: 0,
         };
         if self.opts.preallocate {
             preallocate(&segment, self.opts.segment_bytes_max);
@@ -622,6 +662,10 @@ impl Shared {
         Ok(())
     }
 }
+
+/// How far ahead of the records [`Shared::zero_ahead`] keeps the active segment written; it writes
+/// again once less than half of this is left.
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
 /// Allocates the active segment's file to `bytes` (its size becomes that), so appends write into
 /// space that exists. A file system that cannot allocate ahead leaves the file growing with

@@ -357,3 +357,36 @@ fn zeros_kept_as_room_are_cut_when_their_segment_is_sealed() {
         expected(1..=12, 0, PAYLOAD_BYTES)
     );
 }
+
+/// Appends keep the next MiB after the records written with zeros. Through many steps of that,
+/// a truncation back into a zeroed step and a reopen, the file past the records holds nothing
+/// but zeros and every record reads back.
+#[test]
+fn the_zeros_written_ahead_of_the_records_are_room_through_truncation_and_reopen() {
+    const BIG: usize = 3000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = synced(8 << 20);
+    let wal = Wal::open(dir.path(), opts.clone()).expect("open");
+    // About 3 MiB: several steps of zeros ahead.
+    append_all(&wal, 1..=1000, 0, BIG);
+    wal.truncate_from(601).expect("truncate");
+    append_all(&wal, 601..=700, 1, BIG);
+    wal.sync().expect("sync");
+    drop(wal);
+
+    let segment = segment_files(dir.path())[0].clone();
+    let bytes = fs::read(&segment).expect("read");
+    assert_eq!(bytes.len() as u64, 8 << 20);
+    let records = 700 * (HEADER_BYTES as usize + BIG);
+    assert!(bytes[records..].iter().all(|b| *b == 0));
+
+    let wal = Wal::open(dir.path(), opts).expect("reopen");
+    let mut want = expected(1..=600, 0, BIG);
+    want.extend(expected(601..=700, 1, BIG));
+    assert_eq!(wal.read(1, 701).expect("read"), want);
+    append_all(&wal, 701..=710, 2, BIG);
+    assert_eq!(
+        wal.read(701, 711).expect("read"),
+        expected(701..=710, 2, BIG)
+    );
+}
