@@ -140,10 +140,10 @@ async fn a_key_on_a_one_second_lease_is_gone_within_three_seconds() {
 async fn keep_alive_keeps_a_lease_and_revoke_ends_it() {
     let server = Server::start();
     let c = client(&server).await;
-    let lease = c.lease_grant(Duration::from_secs(1)).await.unwrap();
-    c.put_with_lease("held", "x", lease.id).await.unwrap();
+    let lease = c.lease_grant(Duration::from_secs(2)).await.unwrap();
     let keeper = c.keep_alive(&lease);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.put_with_lease("held", "x", lease.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(
         c.get("held").await.unwrap().is_some(),
         "kept alive past its ttl"

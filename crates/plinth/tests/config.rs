@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, eventually, retry};
+use common::{Lines, Server, eventually, retry};
 use plinth_client::{Client, Code, ConfigSnapshot, ConfigUpdate, ConfigWatcher};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -383,23 +383,22 @@ async fn the_cli_puts_gets_watches_and_rolls_back() {
     assert!(list.starts_with("api\tversion 4\t"), "{list}");
 
     // A watch prints every version after --from, then follows, until interrupted.
-    let watch = std::process::Command::new(Server::binary())
+    let mut watch = std::process::Command::new(Server::binary())
         .args(["config", "watch", "api", "--from", "3"])
         .env("PLINTH_ENDPOINT", server.endpoint())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let printed = Lines::follow(&mut watch);
     cli(&["config", "put", "api", "timeout=50"]);
-    std::thread::sleep(Duration::from_millis(500));
+    printed.wait_for("the watch printed versions 4 and 5", |lines| {
+        lines.len() >= 2
+    });
     let _ = std::process::Command::new("kill")
         .args(["-INT", &watch.id().to_string()])
         .status();
-    let out = watch.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    assert!(watch.wait().unwrap().success());
+    let lines = printed.finish();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
         lines[0].starts_with("4\t") && lines[0].ends_with("(rollback to 1)"),

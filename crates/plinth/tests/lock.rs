@@ -306,14 +306,14 @@ async fn a_guard_that_waited_longer_than_its_ttl_holds_once_granted() {
     let waiting = {
         let c = c.clone();
         let options = LockOptions::new("second")
-            .ttl(Duration::from_secs(1))
-            .wait(Duration::from_secs(20));
+            .ttl(Duration::from_secs(3))
+            .wait(Duration::from_secs(30));
         tokio::spawn(async move { c.lock("slow", options).await })
     };
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
     c.lock_release("slow", first.token).await.unwrap();
     let guard = waiting.await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
     assert!(
         !guard.is_lost(),
         "the guard gave up a hold it had just been granted"

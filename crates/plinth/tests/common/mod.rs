@@ -230,3 +230,48 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A child process's stdout, read line by line on a thread as it comes, so a test can wait for
+/// what the process has printed before it signals it.
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Lines {
+    /// Starts reading `child`'s piped stdout.
+    pub fn follow(child: &mut Child) -> Lines {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Lines { lines, reader }
+    }
+
+    /// Waits (up to 30 s) until a line printed so far satisfies `f`; fails the test naming
+    /// `what`, with the lines, if none does.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.lines.lock().unwrap().clone();
+            if f(&lines) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every line, once the process has closed its stdout (it exited).
+    pub fn finish(self) -> Vec<String> {
+        self.reader.join().expect("the stdout reader");
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
