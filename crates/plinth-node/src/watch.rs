@@ -8,13 +8,14 @@
 //! every event up to the state's revision has reached it. Duplicates are dropped by revision: all
 //! events of one revision are produced by one apply and travel together.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use plinth_core::Revision;
 use plinth_core::kv::{Event, KeySpan, KvError, KvState};
 use tokio::sync::broadcast;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::WatchError;
 use crate::state_machine::SmShared;
@@ -57,6 +58,10 @@ pub struct Watcher {
     progress_interval: Duration,
     /// When the last batch went out; a progress notice is due `progress_interval` after it.
     last_sent: Instant,
+    /// Fires no later than the progress notice is due. It is set again only when it fires, not
+    /// at every batch: a timer set per batch cost every watcher a trip through the runtime's
+    /// timer wheel for every event.
+    progress: Pin<Box<Sleep>>,
 }
 
 impl Watcher {
@@ -68,6 +73,7 @@ impl Watcher {
         progress_interval: Duration,
     ) -> Watcher {
         let rx = sm.subscribe();
+        let now = Instant::now();
         Watcher {
             span,
             delivered: after,
@@ -75,7 +81,8 @@ impl Watcher {
             rx,
             sm,
             progress_interval,
-            last_sent: Instant::now(),
+            last_sent: now,
+            progress: Box::pin(tokio::time::sleep_until(now + progress_interval)),
         }
     }
 
@@ -93,8 +100,12 @@ impl Watcher {
                 self.live = true;
                 continue;
             }
-            let deadline = self.last_sent + self.progress_interval;
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            let message = tokio::select! {
+                biased;
+                message = self.rx.recv() => Ok(message),
+                () = &mut self.progress => Err(()),
+            };
+            match message {
                 Ok(Ok(WatchMessage::Applied { revision, events })) => {
                     if revision <= self.delivered {
                         continue;
@@ -118,15 +129,25 @@ impl Watcher {
                 Ok(Ok(WatchMessage::Closed)) | Ok(Err(broadcast::error::RecvError::Closed)) => {
                     return Err(WatchError::ShuttingDown);
                 }
-                Err(_elapsed) => {
+                Err(()) => {
+                    let due = self.last_sent + self.progress_interval;
+                    if Instant::now() < due {
+                        // Batches went out since the timer was set.
+                        self.progress.as_mut().reset(due);
+                        continue;
+                    }
                     if let Some(revision) = self.idle_revision() {
+                        self.progress
+                            .as_mut()
+                            .reset(Instant::now() + self.progress_interval);
                         self.delivered = revision;
                         return Ok(self.sent(WatchBatch {
                             events: Vec::new(),
                             revision,
                         }));
                     }
-                    // Messages are waiting: the next recv returns at once.
+                    // Messages are waiting: the next recv returns at once, and the timer, left
+                    // fired, brings the notice as soon as they are read if none of them matches.
                 }
             }
         }

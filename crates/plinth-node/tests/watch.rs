@@ -1,7 +1,7 @@
 //! Watches: history then live, no gap, no duplicate; compaction; span filters; progress notices.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plinth_core::Command;
 use plinth_core::Revision;
@@ -200,6 +200,54 @@ async fn an_idle_watch_gets_a_progress_notice_with_the_current_revision() {
     let idle = next(&mut watcher).await;
     assert!(idle.events.is_empty());
     assert_eq!(idle.revision, current);
+    node.shutdown().await;
+}
+
+/// Events that go to other keys keep arriving at the watcher but are not its batches: its
+/// progress notice still comes once the interval has passed since its last batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_span_sees_no_events_gets_its_notice_while_other_keys_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig {
+        watch_progress_interval: Duration::from_millis(200),
+        ..config(dir.path())
+    };
+    let node = Node::start(cfg).await.unwrap();
+    put(&node, "a", "1").await;
+    let mut watcher = node
+        .watch(KeySpan::Key(b"a".to_vec()), Revision(0))
+        .await
+        .unwrap();
+    assert_eq!(keys(&next(&mut watcher).await.events), ["a"]);
+    let writer = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut last = Revision(0);
+            for i in 0..40 {
+                last = put(&node, &format!("unwatched/{i}"), "v").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            last
+        })
+    };
+    let before = Instant::now();
+    let notice = next(&mut watcher).await;
+    assert!(notice.events.is_empty(), "{notice:?}");
+    assert!(notice.revision > Revision(1), "{notice:?}");
+    assert!(
+        before.elapsed() >= Duration::from_millis(150),
+        "the notice came {:?} after the last batch",
+        before.elapsed()
+    );
+    let last = writer.await.unwrap();
+    // And the next ones carry the revision on: every event up to it went elsewhere.
+    loop {
+        let notice = next(&mut watcher).await;
+        assert!(notice.events.is_empty(), "{notice:?}");
+        if notice.revision >= last {
+            break;
+        }
+    }
     node.shutdown().await;
 }
 

@@ -26,6 +26,20 @@ impl Api {
         }
     }
 
+    /// Ends `stream` once the server starts shutting down, so that open watches do not hold up
+    /// the drain. One wait for the whole stream, not one per message.
+    pub(crate) fn until_shutdown<S: futures::Stream>(
+        &self,
+        stream: S,
+    ) -> futures::stream::TakeUntil<S, impl std::future::Future<Output = ()> + use<S>> {
+        use futures::StreamExt as _;
+        let mut shutdown = self.shutdown.clone();
+        stream.take_until(async move {
+            // The sender gone is a shutdown too.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+    }
+
     pub(crate) fn header(&self, revision: plinth_core::Revision) -> pb::ResponseHeader {
         pb::ResponseHeader {
             revision: revision.0,

@@ -212,12 +212,7 @@ impl Api {
                         Err(e) => Some(Err(e)),
                     }
                 });
-                let mut shutdown = w.api.shutdown.clone();
-                let next = tokio::select! {
-                    next = next => next,
-                    _ = shutdown.wait_for(|stop| *stop) => return None,
-                };
-                match next {
+                match next.await {
                     Ok(Ok((versions, revision))) => {
                         w.ready = versions.into_iter().map(|v| (v, revision)).collect();
                     }
@@ -233,7 +228,7 @@ impl Api {
             };
             Some((Ok(message), Some(w)))
         });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(self.until_shutdown(stream)))
     }
 }
 

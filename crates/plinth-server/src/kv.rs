@@ -144,12 +144,8 @@ impl Api {
         };
         let api = self.clone();
         let stream = futures::stream::unfold(Some((watcher, api)), |state| async move {
-            let (mut watcher, mut api) = state?;
-            let next = tokio::select! {
-                next = watcher.next() => next,
-                _ = api.shutdown.wait_for(|stop| *stop) => return None,
-            };
-            match next {
+            let (mut watcher, api) = state?;
+            match watcher.next().await {
                 Ok(batch) => {
                     let response = pb::WatchResponse {
                         header: Some(api.header(batch.revision)),
@@ -178,9 +174,9 @@ impl Api {
                 )),
             }
         });
-        Ok(Box::pin(
+        Ok(Box::pin(self.until_shutdown(
             futures::stream::once(async move { Ok(start) }).chain(stream),
-        ))
+        )))
     }
 }
 

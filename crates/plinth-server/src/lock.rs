@@ -198,18 +198,14 @@ impl Api {
         type Seen = Option<(FencingToken, Vec<u8>)>;
         let state: (Api, String, Option<Seen>) = (self.clone(), r.name, None);
         let stream = futures::stream::unfold(Some(state), |state| async move {
-            let (mut api, name, told) = state?;
+            let (api, name, told) = state?;
             let n = name.clone();
             let next = api.node.wait_until(move |s| {
                 let leader = s.locks().leader(&n, s.leases(), s.clock());
                 let seen: Seen = leader.as_ref().map(|h| (h.token, h.value.clone()));
                 (told.as_ref() != Some(&seen)).then(|| (leader, seen, s.revision()))
             });
-            let next = tokio::select! {
-                next = next => next,
-                _ = api.shutdown.wait_for(|stop| *stop) => return None,
-            };
-            match next {
+            match next.await {
                 Ok((leader, seen, revision)) => {
                     let response = pb::ElectionObserveResponse {
                         header: Some(api.header(revision)),
@@ -220,7 +216,7 @@ impl Api {
                 Err(e) => Some((Err(e.into()), None)),
             }
         });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(self.until_shutdown(stream)))
     }
 
     async fn release(&self, name: String, token: u64) -> Result<pb::ResponseHeader, ApiError> {

@@ -227,12 +227,7 @@ impl Api {
                     Err(e) => Some(Err(e)),
                 }
             });
-            let mut shutdown = api.shutdown.clone();
-            let next = tokio::select! {
-                next = next => next,
-                _ = shutdown.wait_for(|stop| *stop) => return None,
-            };
-            match next {
+            match next.await {
                 Ok(Ok((snapshot, instances, events, revision))) => {
                     let message = pb::RegistryWatchResponse {
                         header: Some(api.header(revision)),
@@ -247,7 +242,7 @@ impl Api {
                 Err(e) => Some((Err(e.into()), None)),
             }
         });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(self.until_shutdown(stream)))
     }
 }
 
