@@ -181,14 +181,19 @@ async fn a_prefix_watch_sees_only_keys_under_its_prefix() {
     node.shutdown().await;
 }
 
+/// A node whose idle watches get a progress notice every 200 ms.
+async fn with_progress_every_200ms(dir: &Path) -> Node {
+    let cfg = NodeConfig {
+        watch_progress_interval: Duration::from_millis(200),
+        ..config(dir)
+    };
+    Node::start(cfg).await.unwrap()
+}
+
 #[tokio::test]
 async fn an_idle_watch_gets_a_progress_notice_with_the_current_revision() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig {
-        watch_progress_interval: Duration::from_millis(200),
-        ..config(dir.path())
-    };
-    let node = Node::start(cfg).await.unwrap();
+    let node = with_progress_every_200ms(dir.path()).await;
     put(&node, "a", "1").await;
     let current = put(&node, "unwatched/b", "1").await;
     let mut watcher = node
@@ -208,11 +213,7 @@ async fn an_idle_watch_gets_a_progress_notice_with_the_current_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_whose_span_sees_no_events_gets_its_notice_while_other_keys_change() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig {
-        watch_progress_interval: Duration::from_millis(200),
-        ..config(dir.path())
-    };
-    let node = Node::start(cfg).await.unwrap();
+    let node = with_progress_every_200ms(dir.path()).await;
     put(&node, "a", "1").await;
     let mut watcher = node
         .watch(KeySpan::Key(b"a".to_vec()), Revision(0))
