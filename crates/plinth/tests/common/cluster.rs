@@ -53,6 +53,16 @@ fn free_port() -> u16 {
     free_port_on(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// `n` distinct free loopback ports: all are held while they are drawn, so no two are the same.
+fn free_ports(n: u64) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
 fn free_port_on(ip: IpAddr) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .expect("bind")
@@ -124,10 +134,11 @@ impl Cluster {
     /// prepare their data directories first).
     pub fn prepared(n: u64, env: &[(u64, &str, &str)]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(n);
         let replicas: Vec<Replica> = (1..=n)
             .map(|id| Replica {
                 id,
-                addr: format!("127.0.0.1:{}", free_port()),
+                addr: format!("127.0.0.1:{}", ports[id as usize - 1]),
                 data_dir: tmp.path().join(format!("node-{id}")),
                 log: tmp.path().join(format!("node-{id}.log")),
                 child: None,
