@@ -220,38 +220,42 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id;
-            let applied = {
+            {
                 let mut data = self.shared.write();
-                let applied = match entry.payload {
+                let (applied, events) = match entry.payload {
                     EntryPayload::Normal(LogRequest(request)) => {
-                        let applied = data.state.apply(&request);
+                        let mut applied = data.state.apply(&request);
                         // Debug builds (every test run) recheck the invariants as they go; the
                         // check walks the whole state, so on every 64th entry, not every one.
                         if cfg!(debug_assertions) && log_id.index % INVARIANT_CHECK_EVERY == 0 {
                             data.state.check_invariants();
                         }
-                        // Sent under the write lock: see the join argument in `watch`.
-                        if !applied.events.is_empty() && self.shared.events.receiver_count() > 0 {
-                            let _ = self.shared.events.send(WatchMessage::Applied {
-                                revision: applied.revision,
-                                events: applied.events.clone().into(),
-                            });
-                        }
-                        applied
+                        // The events go to the watchers, not back to the caller.
+                        let events = std::mem::take(&mut applied.events);
+                        (applied, events)
                     }
-                    EntryPayload::Blank => nothing_applied(&data.state),
+                    EntryPayload::Blank => (nothing_applied(&data.state), Vec::new()),
                     EntryPayload::Membership(membership) => {
                         data.membership = StoredMembership::new(Some(log_id), membership);
-                        nothing_applied(&data.state)
+                        (nothing_applied(&data.state), Vec::new())
                     }
                 };
                 data.last_applied = Some(log_id);
-                applied
-            };
-            self.shared.applied.send_replace(Some(log_id.index));
-            if let Some(responder) = responder {
-                responder.send(applied);
+                let revision = applied.revision;
+                // The caller first: woken after the watchers, its reply would wait in the run
+                // queue behind every watch stream this entry wakes.
+                if let Some(responder) = responder {
+                    responder.send(applied);
+                }
+                // Sent under the write lock: see the join argument in `watch`.
+                if !events.is_empty() && self.shared.events.receiver_count() > 0 {
+                    let _ = self.shared.events.send(WatchMessage::Applied {
+                        revision,
+                        events: events.into(),
+                    });
+                }
             }
+            self.shared.applied.send_replace(Some(log_id.index));
         }
         Ok(())
     }
