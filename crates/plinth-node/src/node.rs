@@ -329,6 +329,7 @@ impl Node {
     /// Proposes `command` and returns once it is applied. A deterministic refusal by the state
     /// machine is a successful return whose `result` is an error; `NodeError` means the command
     /// was not applied (or, for `Unavailable` after a leader change, that its fate is unknown).
+    /// The answer's `events` are empty: the state machine hands them to the watchers.
     pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
         self.submit(command).await?.outcome().await
     }

@@ -241,6 +241,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 data.last_applied = Some(log_id);
+                // Before the reply, so a caller who has its answer sees the entry applied.
+                self.shared.applied.send_replace(Some(log_id.index));
                 let revision = applied.revision;
                 // The caller first: woken after the watchers, its reply would wait in the run
                 // queue behind every watch stream this entry wakes.
@@ -255,7 +257,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     });
                 }
             }
-            self.shared.applied.send_replace(Some(log_id.index));
         }
         Ok(())
     }

@@ -130,21 +130,21 @@ impl Watcher {
                     return Err(WatchError::ShuttingDown);
                 }
                 Err(()) => {
+                    let now = Instant::now();
                     let due = self.last_sent + self.progress_interval;
-                    if Instant::now() < due {
+                    if now < due {
                         // Batches went out since the timer was set.
                         self.progress.as_mut().reset(due);
                         continue;
                     }
                     if let Some(revision) = self.idle_revision() {
-                        self.progress
-                            .as_mut()
-                            .reset(Instant::now() + self.progress_interval);
+                        self.progress.as_mut().reset(now + self.progress_interval);
                         self.delivered = revision;
-                        return Ok(self.sent(WatchBatch {
+                        self.last_sent = now;
+                        return Ok(WatchBatch {
                             events: Vec::new(),
                             revision,
-                        }));
+                        });
                     }
                     // Messages are waiting: the next recv returns at once, and the timer, left
                     // fired, brings the notice as soon as they are read if none of them matches.

@@ -555,6 +555,7 @@ impl Shared {
             if let Err(cut) = active.file.set_len(active.len_bytes) {
                 return Err(self.poisoned_by(&active.path, "undo of a failed write", cut));
             }
+            active.written_bytes = active.len_bytes;
             let err = WalError::io(&active.path, e);
             if active.is_empty() {
                 // Created for this chunk; keep the invariant that segments are non-empty.
@@ -616,7 +617,7 @@ impl Shared {
     /// segment can hold records that are not yet durable, and the directory
     /// is fsynced so the new file's name survives a crash.
     fn roll_over(&self, state: &mut State, first_lsn: Lsn) -> Result<(), WalError> {
-        if let Some(previous) = state.segments.last() {
+        if let Some(previous) = state.segments.last_mut() {
             // A sealed segment holds its records and nothing after them: not the room of a
             // preallocation, nor zeros that recovery found after its last record (which would
             // read as damage once the segment is no longer the last).
@@ -631,6 +632,8 @@ impl Shared {
                     .set_len(previous.len_bytes)
                     .map_err(|e| WalError::io(&previous.path, e))?;
             }
+            // Should a truncation make it the active segment again, its room is unwritten.
+            previous.written_bytes = previous.len_bytes;
             self.sync_data(previous)?;
         }
         let path = segment_path(&self.dir, first_lsn);

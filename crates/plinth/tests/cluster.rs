@@ -739,18 +739,19 @@ async fn membership_changes_under_load_lose_nothing() {
     cluster.kill9(leader);
     let next = cluster.leader(Duration::from_secs(20)).await;
     println!("removed node {leader}; node {next} leads");
-    // A spurious election on a loaded machine may move leadership again after a transfer; the
-    // transfer itself must work, so it gets three tries.
-    let mut leader = 0;
+    // A spurious election on a loaded machine may fail a transfer or move leadership again after
+    // it; the transfer itself must work, so it gets three tries.
+    let mut outcome = String::new();
     for _ in 0..3 {
         let (code, out, err) = cluster.cli(&["cluster", "transfer-leader", "4"]);
-        assert_eq!(code, 0, "transfer-leader: {out}{err}");
-        leader = cluster.leader(Duration::from_secs(20)).await;
-        if leader == 4 {
+        let leader = cluster.leader(Duration::from_secs(20)).await;
+        if code == 0 && leader == 4 {
+            outcome.clear();
             break;
         }
+        outcome = format!("transfer-leader exited {code}: {out}{err}; node {leader} leads");
     }
-    assert_eq!(leader, 4);
+    assert!(outcome.is_empty(), "{outcome}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The joined node, now the leader, restarted with no cluster flags at all: its log says
     // which cluster it is in.
