@@ -235,7 +235,9 @@ where
 /// what the process has printed before it signals it.
 pub struct Lines {
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Killed if the test gives up on it (a failed wait), so that no process outlives the test.
+    pid: u32,
 }
 
 impl Lines {
@@ -249,7 +251,11 @@ impl Lines {
                 sink.lock().unwrap().push(line);
             }
         });
-        Lines { lines, reader }
+        Lines {
+            lines,
+            reader: Some(reader),
+            pid: child.id(),
+        }
     }
 
     /// Waits (up to 30 s) until a line printed so far satisfies `f`; fails the test naming
@@ -270,8 +276,20 @@ impl Lines {
     }
 
     /// Every line, once the process has closed its stdout (it exited).
-    pub fn finish(self) -> Vec<String> {
-        self.reader.join().expect("the stdout reader");
+    pub fn finish(mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stdout reader");
+        }
         std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        if self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .status();
+        }
     }
 }
