@@ -130,24 +130,24 @@ impl Watcher {
                     return Err(WatchError::ShuttingDown);
                 }
                 Err(()) => {
-                    let now = Instant::now();
                     let due = self.last_sent + self.progress_interval;
-                    if now < due {
-                        // Batches went out since the timer was set.
+                    if Instant::now() < due {
+                        // Batches went out since the timer was set: it fires again when due.
                         self.progress.as_mut().reset(due);
-                        continue;
-                    }
-                    if let Some(revision) = self.idle_revision() {
-                        self.progress.as_mut().reset(now + self.progress_interval);
+                    } else if let Some(revision) = self.idle_revision() {
                         self.delivered = revision;
-                        self.last_sent = now;
-                        return Ok(WatchBatch {
+                        let notice = self.sent(WatchBatch {
                             events: Vec::new(),
                             revision,
                         });
+                        self.progress
+                            .as_mut()
+                            .reset(self.last_sent + self.progress_interval);
+                        return Ok(notice);
                     }
-                    // Messages are waiting: the next recv returns at once, and the timer, left
-                    // fired, brings the notice as soon as they are read if none of them matches.
+                    // Otherwise messages are waiting: the next recv returns at once, and the
+                    // timer, left fired, brings the notice as soon as they are read if none of
+                    // them matches.
                 }
             }
         }
