@@ -16,6 +16,11 @@ mod snapshot;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc, not glibc's malloc: under load the server's allocations took about a seventh of its
+/// CPU with glibc's (arena locks, consolidation); see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "plinth",
