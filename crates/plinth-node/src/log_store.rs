@@ -238,28 +238,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded: Vec<(Lsn, Vec<u8>)> = Vec::new();
+        // Every entry encoded into one buffer, each at its own offset.
+        let mut bytes = Vec::new();
+        let mut ends: Vec<(Lsn, usize)> = Vec::new();
         let mut last = None;
         for entry in entries {
-            let bytes = postcard::to_stdvec(&entry).map_err(|e| {
+            bytes = postcard::to_extend(&entry, bytes).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("entry {} does not encode: {e}", entry.log_id),
                 )
             })?;
-            encoded.push((entry.log_id.index, bytes));
+            ends.push((entry.log_id.index, bytes.len()));
             last = Some(entry.log_id);
         }
-        let records: Vec<(Lsn, &[u8])> = encoded
+        let mut start = 0;
+        let records: Vec<(Lsn, &[u8])> = ends
             .iter()
-            .map(|(lsn, b)| (*lsn, b.as_slice()))
+            .map(|&(lsn, end)| {
+                let record = (lsn, &bytes[start..end]);
+                start = end;
+                record
+            })
             .collect();
         // No fsync here: the entries are written, hence readable, when this returns.
         self.inner.wal.append(&records).map_err(wal_to_io)?;
-        let bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
         self.inner
             .appended_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
 
         if last.is_some() {
             self.inner.meta().last_entry = last;

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
 struct State {
     /// In lsn order, consecutive, each non-empty; the last one is active.
     segments: Vec<Segment>,
+    /// The append buffer, empty between appends.
+    chunk: Chunk,
 }
 
 impl State {
@@ -109,7 +111,10 @@ impl Wal {
         {
             preallocate(active, opts.segment_bytes_max);
         }
-        let state = State { segments };
+        let state = State {
+            segments,
+            chunk: Chunk::default(),
+        };
         tracing::info!(
             dir = %dir.display(),
             first_lsn = ?state.first_lsn(),
@@ -158,23 +163,13 @@ impl Wal {
         let mut state = shared.write_state()?;
         validate_batch(state.last_lsn(), records)?;
 
-        let mut chunk = Chunk::default();
-        for &(lsn, payload) in records {
-            let record_bytes = record::encoded_bytes(payload.len()) as u64;
-            let needs_new_segment = match state.segments.last() {
-                None => true,
-                Some(active) => {
-                    let used = active.len_bytes + chunk.bytes.len() as u64;
-                    used > 0 && used + record_bytes > shared.opts.segment_bytes_max
-                }
-            };
-            if needs_new_segment {
-                shared.write_chunk(&mut state, &mut chunk)?;
-                shared.roll_over(&mut state, lsn)?;
-            }
-            chunk.push(lsn, payload);
-        }
-        shared.write_chunk(&mut state, &mut chunk)
+        // The state's buffer, reused from append to append, so that a write allocates nothing.
+        let mut chunk = std::mem::take(&mut state.chunk);
+        let appended = shared.append_chunked(&mut state, &mut chunk, records);
+        chunk.clear();
+        chunk.bytes.shrink_to(CHUNK_BYTES_KEPT);
+        state.chunk = chunk;
+        appended
     }
 
     /// Group commit: `done` runs on the flusher thread once every record
@@ -538,6 +533,31 @@ impl Shared {
         Ok(())
     }
 
+    /// Encodes `records` into `chunk` and writes them, a segment at a time.
+    fn append_chunked(
+        &self,
+        state: &mut State,
+        chunk: &mut Chunk,
+        records: &[(Lsn, &[u8])],
+    ) -> Result<(), WalError> {
+        for &(lsn, payload) in records {
+            let record_bytes = record::encoded_bytes(payload.len()) as u64;
+            let needs_new_segment = match state.segments.last() {
+                None => true,
+                Some(active) => {
+                    let used = active.len_bytes + chunk.bytes.len() as u64;
+                    used > 0 && used + record_bytes > self.opts.segment_bytes_max
+                }
+            };
+            if needs_new_segment {
+                self.write_chunk(state, chunk)?;
+                self.roll_over(state, lsn)?;
+            }
+            chunk.push(lsn, payload);
+        }
+        self.write_chunk(state, chunk)
+    }
+
     /// Writes the chunk at the end of the active segment with one pwrite and
     /// indexes its records.
     fn write_chunk(&self, state: &mut State, chunk: &mut Chunk) -> Result<(), WalError> {
@@ -596,19 +616,25 @@ impl Shared {
         if end <= active.written_bytes {
             return;
         }
-        let zeros = vec![0u8; (end - active.written_bytes) as usize];
-        match active.file.write_all_at(&zeros, active.written_bytes) {
-            Ok(()) => active.written_bytes = end,
-            Err(e) => {
-                // Nothing is lost: the room stays unwritten extents, slower to sync. Zeros that
-                // landed in part are room all the same. Stop trying for this segment.
-                tracing::debug!(
-                    path = %active.path.display(),
-                    error = %e,
-                    "could not write zeros ahead of the records; syncs go on without them"
-                );
-                active.written_bytes = size;
+        let mut written = Ok(());
+        while active.written_bytes < end && written.is_ok() {
+            let n = (end - active.written_bytes).min(ZEROS.len() as u64);
+            written = active
+                .file
+                .write_all_at(&ZEROS[..n as usize], active.written_bytes);
+            if written.is_ok() {
+                active.written_bytes += n;
             }
+        }
+        if let Err(e) = written {
+            // Nothing is lost: the room stays unwritten extents, slower to sync. Zeros that
+            // landed in part are room all the same. Stop trying for this segment.
+            tracing::debug!(
+                path = %active.path.display(),
+                error = %e,
+                "could not write zeros ahead of the records; syncs go on without them"
+            );
+            active.written_bytes = size;
         }
     }
 
@@ -669,6 +695,10 @@ impl Shared {
 /// How far ahead of the records [`Shared::zero_ahead`] keeps the active segment written; it writes
 /// again once less than half of this is left.
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+/// What zeros are written from, a piece at a time, so that writing them allocates nothing.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+/// The append buffer keeps up to this much room between appends; a larger batch's is let go.
+const CHUNK_BYTES_KEPT: usize = 1 << 20;
 
 /// Allocates the active segment's file to `bytes` (its size becomes that), so appends write into
 /// space that exists. A file system that cannot allocate ahead leaves the file growing with
