@@ -55,6 +55,7 @@ mod metrics;
 mod queue;
 mod registry;
 mod schedule;
+mod unvectored;
 
 pub use api::Api;
 pub use error::ApiError;
@@ -109,11 +110,12 @@ pub async fn serve(
     let mut stopping = stop_tx.subscribe();
     // Replies go out at once: with Nagle's algorithm on, a reply written in several pieces
     // waits for the client's delayed ACK, about 40 ms on Linux.
-    let listener = listener.tap_io(|tcp| {
+    // Small frames leave together (see `unvectored`).
+    let listener = unvectored::UnvectoredListener(listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
         }
-    });
+    }));
     let server =
         axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
             shutdown.await;
