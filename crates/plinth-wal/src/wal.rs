@@ -168,6 +168,7 @@ impl Wal {
         let appended = shared.append_chunked(&mut state, &mut chunk, records);
         chunk.clear();
         chunk.bytes.shrink_to(CHUNK_BYTES_KEPT);
+        chunk.starts.shrink_to(CHUNK_RECORDS_KEPT);
         state.chunk = chunk;
         appended
     }
@@ -616,17 +617,10 @@ impl Shared {
         if end <= active.written_bytes {
             return;
         }
-        let mut written = Ok(());
-        while active.written_bytes < end && written.is_ok() {
-            let n = (end - active.written_bytes).min(ZEROS.len() as u64);
-            written = active
-                .file
-                .write_all_at(&ZEROS[..n as usize], active.written_bytes);
-            if written.is_ok() {
-                active.written_bytes += n;
-            }
-        }
-        if let Err(e) = written {
+        // Zeros never go over records, and so are at most ZERO_AHEAD_BYTES.
+        debug_assert!(active.written_bytes >= active.len_bytes);
+        let zeros = &ZEROS[..(end - active.written_bytes) as usize];
+        if let Err(e) = active.file.write_all_at(zeros, active.written_bytes) {
             // Nothing is lost: the room stays unwritten extents, slower to sync. Zeros that
             // landed in part are room all the same. Stop trying for this segment.
             tracing::debug!(
@@ -635,6 +629,8 @@ impl Shared {
                 "could not write zeros ahead of the records; syncs go on without them"
             );
             active.written_bytes = size;
+        } else {
+            active.written_bytes = end;
         }
     }
 
@@ -695,10 +691,12 @@ impl Shared {
 /// How far ahead of the records [`Shared::zero_ahead`] keeps the active segment written; it writes
 /// again once less than half of this is left.
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
-/// What zeros are written from, a piece at a time, so that writing them allocates nothing.
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+/// What zeros are written from, so that writing them allocates nothing. Never written to, it
+/// stays the kernel's shared zero page: it costs no memory.
+static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
 /// The append buffer keeps up to this much room between appends; a larger batch's is let go.
 const CHUNK_BYTES_KEPT: usize = 1 << 20;
+const CHUNK_RECORDS_KEPT: usize = 4096;
 
 /// Allocates the active segment's file to `bytes` (its size becomes that), so appends write into
 /// space that exists. A file system that cannot allocate ahead leaves the file growing with
