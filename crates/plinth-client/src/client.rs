@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::lease::KeepAlive;
-use crate::transport::Transport;
+use crate::transport::{Connector, Transport};
 use crate::watch::{Watch, WatchOptions};
 use pb::cluster_client::ClusterClient;
 use pb::config_client::ConfigClient;
@@ -54,10 +54,13 @@ impl Client {
         let endpoints = Self::endpoints(endpoint)?;
         let mut last = None;
         for (i, e) in endpoints.iter().enumerate() {
-            match e.connect().await {
+            match e.connect_with_connector(Connector).await {
                 Ok(_) => {
                     return Ok(Client::from_channel(Transport::new(
-                        endpoints.iter().map(Endpoint::connect_lazy).collect(),
+                        endpoints
+                            .iter()
+                            .map(|e| e.connect_with_connector_lazy(Connector))
+                            .collect(),
                         i,
                     )));
                 }
@@ -76,7 +79,7 @@ impl Client {
         Ok(Client::from_channel(Transport::new(
             Self::endpoints(endpoint)?
                 .iter()
-                .map(Endpoint::connect_lazy)
+                .map(|e| e.connect_with_connector_lazy(Connector))
                 .collect(),
             0,
         )))
@@ -110,7 +113,6 @@ impl Client {
                 )
             })?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
             // A node that stops answering (paused, cut off) is noticed within seconds, so
             // the next call goes to another endpoint.
             .http2_keep_alive_interval(Duration::from_secs(2))

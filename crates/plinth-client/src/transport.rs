@@ -26,6 +26,9 @@ use prost::Message as _;
 
 use crate::Code;
 use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use plinth_proto::io::Unvectored;
+use tokio::net::TcpStream;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::ServiceExt as _;
@@ -61,6 +64,49 @@ const READS: &[&str] = &[
     "/plinth.v1.Registry/Services",
     "/plinth.v1.Cluster/Status",
 ];
+
+/// Opens the TCP connection under a channel: with `TCP_NODELAY`, and [`Unvectored`] so that
+/// the requests in flight on it leave together (see `plinth_proto::io`). tonic applies the
+/// endpoint's connect timeout around it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Connector;
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = TokioIo<Unvectored<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<Self::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            if uri.scheme_str() != Some("http") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("endpoint {uri} is not http://; the client speaks plain HTTP/2"),
+                ));
+            }
+            let host = uri
+                .host()
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("endpoint {uri} names no host"),
+                    )
+                })?
+                // An IPv6 address comes in brackets.
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(TokioIo::new(Unvectored(tcp)))
+        })
+    }
+}
 
 /// Whether the call at `path` changes nothing.
 fn is_read(path: &str) -> bool {

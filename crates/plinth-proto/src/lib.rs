@@ -1,6 +1,7 @@
 //! plinth's wire contract: the types and gRPC services generated from `proto/plinth/v1`, and the
 //! JSON mapping that the HTTP API and the CLI's `--json` share.
 
+pub mod io;
 pub mod json;
 
 /// Version 1 of the API, package `plinth.v1`.
