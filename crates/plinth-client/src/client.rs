@@ -105,6 +105,16 @@ impl Client {
     }
 
     fn endpoint(endpoint: &str) -> Result<Endpoint, Error> {
+        // The connector (`transport::Connector`) opens plain TCP: plinth's port speaks HTTP/2
+        // in clear.
+        if !endpoint.starts_with("http://") {
+            return Err(Error::new(
+                crate::Code::InvalidArgument,
+                format!(
+                    "endpoint {endpoint:?} does not start with http://; plinth speaks HTTP/2 in clear, as in http://127.0.0.1:7070"
+                ),
+            ));
+        }
         Ok(Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| {
                 Error::new(
@@ -463,5 +473,25 @@ impl Client {
             .transfer_leader(pb::ClusterTransferLeaderRequest { id })
             .await?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_that_is_not_plain_http_or_names_no_server_is_a_clear_error() {
+        for (endpoint, says) in [
+            ("https://127.0.0.1:7070", "does not start with http://"),
+            ("127.0.0.1:7070", "does not start with http://"),
+            (" , ", "names no server"),
+        ] {
+            let Err(e) = Client::connect_lazy(endpoint) else {
+                panic!("{endpoint:?} was accepted");
+            };
+            assert_eq!(e.code, crate::Code::InvalidArgument, "{endpoint:?}");
+            assert!(e.to_string().contains(says), "{endpoint:?}: {e}");
+        }
     }
 }

@@ -82,12 +82,6 @@ impl tower::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         Box::pin(async move {
-            if uri.scheme_str() != Some("http") {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("endpoint {uri} is not http://; the client speaks plain HTTP/2"),
-                ));
-            }
             let host = uri
                 .host()
                 .ok_or_else(|| {
