@@ -96,6 +96,10 @@ struct RunArgs {
     /// Connections they share (default: one per 16 in flight).
     #[arg(long)]
     connections: Option<usize>,
+    /// The load generator's runtime threads, 1 to 64. With one, a call and its reply never
+    /// cross threads, and the machine's other cores are left to the server under test.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     #[arg(long, default_value_t = 256)]
     value_size: usize,
     /// Keys a kv-get reads from (preloaded) or a kv-load writes.
@@ -131,8 +135,16 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let threads = match &cli {
+        Cli::Run(args) => args.threads,
+        Cli::Tables { .. } => 1,
+    };
+    if !(1..=64).contains(&threads) {
+        eprintln!("error: --threads is {threads}; it must be 1 to 64");
+        return std::process::ExitCode::FAILURE;
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
+    builder.enable_all().worker_threads(threads);
     // The same client runtime for every system, without the LIFO slot: a woken task waits its
     // turn, so replies that arrive together are handled in one pass. etcd's figures do not move
     // with it; plinth's do, as its server sends replies in groups (docs/benchmarks.md, item 10).
@@ -216,6 +228,7 @@ async fn run(cli: RunArgs) -> Result<()> {
     report.ops *= outcome.per_op;
     report.ops_per_s *= outcome.per_op as f64;
     report.delivery = outcome.delivery.as_ref().map(Percentiles::of);
+    report.threads = Some(cli.threads);
     if !cli.no_header {
         println!("{}", Report::HEADER);
     }

@@ -32,6 +32,9 @@ pub struct Report {
     pub system: String,
     pub concurrency: usize,
     pub connections: usize,
+    /// The load generator's runtime threads (not recorded before `--threads` existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// Operations done (what an operation is depends on the workload: a put, a lock cycle, a
     /// message through a queue).
     pub ops: u64,
@@ -71,6 +74,7 @@ impl Report {
             system: system.to_owned(),
             concurrency,
             connections,
+            threads: None,
             ops: sample.ops,
             errors: sample.errors,
             seconds,
