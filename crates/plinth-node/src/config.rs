@@ -57,6 +57,10 @@ pub struct NodeConfig {
     pub watch_progress_interval: Duration,
     /// Size at which a log segment is closed and a new one begun; purging deletes whole segments.
     pub wal_segment_bytes_max: u64,
+    /// Where the async runtime's park hook syncs the log when a thread goes idle (see
+    /// [`plinth_wal::IdleSync`]); the node adds its log to it. `None`: the flusher thread does
+    /// every sync.
+    pub idle_sync: Option<plinth_wal::IdleSync>,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +77,7 @@ impl Default for NodeConfig {
             wal_sync: true,
             watch_progress_interval: Duration::from_secs(10),
             wal_segment_bytes_max: plinth_wal::WalOptions::default().segment_bytes_max,
+            idle_sync: None,
         }
     }
 }

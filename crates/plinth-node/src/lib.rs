@@ -37,6 +37,7 @@ pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};
 pub use node::{Node, Status, Submitted};
+pub use plinth_wal::IdleSync;
 pub use watch::{WatchBatch, Watcher};
 
 /// The log payload: a core [`Request`]. A newtype only because openraft requires `Display` of its

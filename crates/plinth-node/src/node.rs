@@ -114,6 +114,9 @@ impl Node {
                 })?;
                 let lock = lock_data_dir(&cfg.data_dir)?;
                 let log = LogStore::open(&cfg.wal_dir(), cfg.wal_options())?;
+                if let Some(idle) = &cfg.idle_sync {
+                    idle.add(log.wal());
+                }
                 crate::backup::apply_staged_restore(&cfg, &log)?;
                 let sm = StateMachineStore::open(&cfg.snapshot_dir())?;
                 Ok((lock, log, sm))

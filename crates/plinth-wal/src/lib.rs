@@ -21,6 +21,7 @@ mod wal;
 
 pub use error::WalError;
 pub use files::{read_file, sync_dir, write_file_atomic};
+pub use flusher::IdleSync;
 pub use record::PAYLOAD_BYTES_MAX;
 pub use wal::{Wal, WalOptions};
 

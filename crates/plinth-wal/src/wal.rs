@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, JoinHandle};
 
 use crate::files::{parent_dir, sync_dir};
 use crate::flusher::{self, FlushQueue};
@@ -54,7 +54,6 @@ pub struct Wal {
 struct Handle {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
-    flusher_id: ThreadId,
 }
 
 pub(crate) struct Shared {
@@ -138,12 +137,10 @@ impl Wal {
             .name("plinth-wal-flush".to_owned())
             .spawn(move || flusher::run(for_flusher))
             .map_err(|e| WalError::io(&shared.dir, e))?;
-        let flusher_id = flusher.thread().id();
         Ok(Wal {
             handle: Arc::new(Handle {
                 shared,
                 flusher: Some(flusher),
-                flusher_id,
             }),
         })
     }
@@ -179,22 +176,28 @@ impl Wal {
     /// so concurrent appenders share fsyncs. `done` must not block on this
     /// log's flusher (it is the flusher), so it should hand off, not wait.
     pub fn flush_then(&self, done: Box<dyn FnOnce(Result<(), WalError>) + Send + 'static>) {
-        self.handle.shared.flush_queue.push(done);
+        flusher::queue(&self.handle.shared, done, true);
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
     }
 
     /// Blocks until everything appended so far is durable.
     pub fn sync(&self) -> Result<(), WalError> {
         let shared = &self.handle.shared;
-        // Waiting for the flusher from inside one of its own callbacks would
-        // wait forever, so there the sync is done directly.
-        if thread::current().id() == self.handle.flusher_id {
+        // Waiting for the flusher from inside a flush callback would wait
+        // forever (batches are served one at a time), so there the sync is
+        // done directly.
+        if flusher::serving_here() {
             return shared.sync_appended();
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        self.flush_then(Box::new(move |result| {
+        let done = Box::new(move |result| {
             // The receiver only goes away if the caller's thread died.
             let _ = tx.send(result);
-        }));
+        });
+        flusher::queue(shared, done, false);
         rx.recv().unwrap_or(Err(WalError::Closed))
     }
 
@@ -309,9 +312,10 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.flush_queue.shut_down();
         // A callback may hold the last clone, making this run on the flusher
-        // itself; it exits after the current batch, and joining would deadlock.
+        // itself or on an idle thread serving a batch; the flusher exits once
+        // that batch is served, and joining would deadlock.
         if let Some(flusher) = self.flusher.take()
-            && thread::current().id() != self.flusher_id
+            && !flusher::serving_here()
             && flusher.join().is_err()
         {
             tracing::error!("write-ahead log flusher thread panicked");

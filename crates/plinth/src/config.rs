@@ -21,6 +21,7 @@ pub struct FileConfig {
     /// e.g. "100ms"
     pub tick_interval: Option<String>,
     pub snapshot_logs: Option<u64>,
+    pub worker_threads: Option<usize>,
 }
 
 impl FileConfig {

@@ -53,6 +53,13 @@ pub struct ClientOpts {
 enum Top {
     /// Run a plinth node.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The subcommands that talk to a server (and `dev-cluster`, which starts some).
+#[derive(Subcommand)]
+enum ClientCommand {
     /// The key-value store.
     Kv {
         #[command(flatten)]
@@ -139,47 +146,76 @@ enum Top {
     },
 }
 
+/// The runtime every subcommand runs on, with `worker_threads` threads; a server's threads sync
+/// its log when they go idle (`idle`). One thread is tokio's current-thread scheduler: what the
+/// park hook wakes then runs on the same thread before it parks, where the multi-thread
+/// scheduler's only worker would leave it queued and sleep.
+pub fn runtime(
+    worker_threads: usize,
+    idle: Option<plinth_node::IdleSync>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(worker_threads);
+        // Without the LIFO slot a woken task waits its turn behind those already queued. The
+        // calls one fsync commits then finish together: their replies leave in one write, and
+        // the calls that arrive meanwhile reach the log as one append. With it, each woken
+        // connection or Raft task ran at once for a single call (docs/benchmarks.md, item 10).
+        // The current-thread scheduler runs woken tasks in turn anyway.
+        #[cfg(tokio_unstable)]
+        builder.disable_lifo_slot();
+        builder
+    };
+    builder.enable_all();
+    if let Some(idle) = idle {
+        // A thread about to park syncs the log itself when a sync is due (plinth_wal::IdleSync).
+        // With tokio's unstable task hooks compiled in, a thread that queued a sync wakes the
+        // flusher for it only if it is still busy a little later.
+        builder.on_thread_park(move || idle.on_idle(cfg!(tokio_unstable)));
+        #[cfg(tokio_unstable)]
+        builder.on_after_task_poll(|_| plinth_node::IdleSync::after_task());
+    }
+    builder.build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    // Without the LIFO slot a woken task waits its turn behind those already queued. The calls
-    // one fsync commits then finish together: their replies leave in one write, and the calls
-    // that arrive meanwhile reach the log as one append. With it, each woken connection or
-    // Raft task ran at once for a single call (docs/benchmarks.md, item 10).
-    #[cfg(tokio_unstable)]
-    builder.disable_lifo_slot();
-    let runtime = match builder.build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match cli.command {
+        Top::Serve(args) => serve::main(args),
+        Top::Client(command) => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            match runtime(threads, None) {
+                Ok(runtime) => runtime.block_on(client_command(command)),
+                Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+            }
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Top::Serve(args) => serve::run(args).await,
-            Top::Kv { opts, command } => kv::run(&opts, command).await,
-            Top::Lease { opts, command } => lease::run(&opts, command).await,
-            Top::Lock { opts, command } => lock::run(&opts, command).await,
-            Top::Election { opts, command } => lock::run_election(&opts, command).await,
-            Top::Queue { opts, command } => queue::run(&opts, command).await,
-            Top::Schedule { opts, command } => schedule::run(&opts, command).await,
-            Top::Worker { opts, command } => schedule::run_worker(&opts, command).await,
-            Top::Config { opts, command } => service_config::run(&opts, command).await,
-            Top::Registry { opts, command } => registry::run(&opts, command).await,
-            Top::Cluster { opts, command } => cluster::run(&opts, command).await,
-            Top::Snapshot { opts, command } => snapshot::run(&opts, command).await,
-            Top::DevCluster(args) => cluster::dev_cluster(args).await,
-            Top::Status { opts } => output::status(&opts).await,
-        }
-    });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn client_command(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::Kv { opts, command } => kv::run(&opts, command).await,
+        ClientCommand::Lease { opts, command } => lease::run(&opts, command).await,
+        ClientCommand::Lock { opts, command } => lock::run(&opts, command).await,
+        ClientCommand::Election { opts, command } => lock::run_election(&opts, command).await,
+        ClientCommand::Queue { opts, command } => queue::run(&opts, command).await,
+        ClientCommand::Schedule { opts, command } => schedule::run(&opts, command).await,
+        ClientCommand::Worker { opts, command } => schedule::run_worker(&opts, command).await,
+        ClientCommand::Config { opts, command } => service_config::run(&opts, command).await,
+        ClientCommand::Registry { opts, command } => registry::run(&opts, command).await,
+        ClientCommand::Cluster { opts, command } => cluster::run(&opts, command).await,
+        ClientCommand::Snapshot { opts, command } => snapshot::run(&opts, command).await,
+        ClientCommand::DevCluster(args) => cluster::dev_cluster(args).await,
+        ClientCommand::Status { opts } => output::status(&opts).await,
     }
 }
 

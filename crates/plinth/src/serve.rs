@@ -17,7 +17,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PLINTH_LISTEN")]
     listen: Option<String>,
     /// A TOML file with any of: data_dir, listen, node_id, peers, advertise, tick_interval,
-    /// snapshot_logs.
+    /// snapshot_logs, worker_threads.
     #[arg(long, env = "PLINTH_CONFIG")]
     config: Option<PathBuf>,
     /// This node's id in the Raft group [default: 1]
@@ -43,9 +43,45 @@ pub struct ServeArgs {
     /// Take a snapshot after this many log entries [default: 10000]
     #[arg(long, env = "PLINTH_SNAPSHOT_LOGS")]
     snapshot_logs: Option<u64>,
+    /// Threads that serve calls, 1 to 1024 [default: one fewer than the machine's cores, at
+    /// least 1: the write-ahead log's flusher and the kernel's network and disk work take the
+    /// last one]
+    #[arg(long, env = "PLINTH_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The most `--worker-threads` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// Runs `plinth serve`: reads the settings, builds the runtime with as many worker threads as
+/// they ask for, and serves until SIGTERM or SIGINT.
+pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let worker_threads = match args.worker_threads.or(file.worker_threads) {
+        Some(n) if (1..=MAX_WORKER_THREADS).contains(&n) => n,
+        Some(n) => anyhow::bail!("--worker-threads is {n}; it must be 1 to {MAX_WORKER_THREADS}"),
+        // Each runtime thread that runs out of work parks, and a task scheduled meanwhile on a
+        // busy one wakes it: on two cores, a second runtime thread cost about a fifth of the
+        // server's CPU in wake-ups (docs/benchmarks.md, item 17).
+        None => std::thread::available_parallelism()
+            .map_or(1, |cores| cores.get().saturating_sub(1))
+            .max(1),
+    };
+    let idle_sync = plinth_node::IdleSync::default();
+    let runtime = crate::runtime(worker_threads, Some(idle_sync.clone()))
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run(args, file, worker_threads, idle_sync))
+}
+
+async fn run(
+    args: ServeArgs,
+    file: FileConfig,
+    worker_threads: usize,
+    idle_sync: plinth_node::IdleSync,
+) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLINTH_LOG")
@@ -57,13 +93,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The runtime's LIFO slot is off only in a build with `--cfg tokio_unstable` (see main.rs).
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        worker_threads,
         lifo_slot = if cfg!(tokio_unstable) { "off" } else { "on" },
         "starting plinth"
     );
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
     let defaults = NodeConfig::default();
     let data_dir = args
         .data_dir
@@ -112,6 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .snapshot_logs
             .or(file.snapshot_logs)
             .unwrap_or(defaults.snapshot_logs_since_last),
+        idle_sync: Some(idle_sync),
         ..defaults
     };
     let node = Node::start(config).await.with_context(|| {

@@ -603,3 +603,53 @@ async fn serve_reads_its_settings_from_a_toml_file_and_env_vars_override_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_server_on_several_worker_threads_keeps_every_acknowledged_write_across_a_kill() {
+    // The default on a small machine is one thread (tokio's current-thread scheduler); this is
+    // the other scheduler, where threads going idle sync the log too.
+    let mut server = Server::start_with(&["--worker-threads", "3"]);
+    let c = client(&server).await;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let c = c.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                c.put(format!("w{w}/{i:02}"), format!("{i}")).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    server.kill9();
+    server.restart();
+    let c = client(&server).await;
+    let all = c.range_prefix("w").await.unwrap();
+    assert_eq!(all.kvs.len(), 200, "every acknowledged put survives");
+}
+
+#[test]
+fn worker_threads_out_of_range_are_refused_with_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "1025"] {
+        let out = std::process::Command::new(Server::binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--worker-threads",
+                bad,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--worker-threads is {bad}; it must be 1 to 1024")),
+            "{err}"
+        );
+    }
+}

@@ -16,21 +16,28 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub addr: String,
     log: PathBuf,
+    /// Flags given to every start of this server, after the data directory and address.
+    flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// A fresh server on a new temporary data directory.
     pub fn start() -> Server {
-        Server::start_in(None)
+        Server::start_in(None, &[])
+    }
+
+    /// A fresh server started with `flags` besides its data directory and address.
+    pub fn start_with(flags: &[&str]) -> Server {
+        Server::start_in(None, flags)
     }
 
     /// A server on `data_dir`, which the caller prepared (a restored backup).
     pub fn start_on(data_dir: PathBuf) -> Server {
-        Server::start_in(Some(data_dir))
+        Server::start_in(Some(data_dir), &[])
     }
 
-    fn start_in(data_dir: Option<PathBuf>) -> Server {
+    fn start_in(data_dir: Option<PathBuf>, flags: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log = tmp.path().join("server.log");
@@ -39,6 +46,7 @@ impl Server {
             data_dir,
             addr: "127.0.0.1:0".into(),
             log,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
             _tmp: Some(tmp),
         };
         server.spawn();
@@ -79,6 +87,7 @@ impl Server {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(&self.addr)
+            .args(&self.flags)
             .env("PLINTH_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
