@@ -10,7 +10,8 @@ use std::fs;
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -78,6 +79,24 @@ impl SmShared {
         self.data
             .write()
             .expect("state lock poisoned by a panic during apply")
+    }
+
+    /// The write lock, waited for without blocking the async thread. A snapshot or a backup
+    /// holds the read lock on a blocking thread while it encodes the state (about a second for
+    /// half a GiB of snapshot here); an apply blocked on the lock meanwhile would stop every
+    /// connection on a one-thread runtime. The wait polls each millisecond rather than queue as
+    /// a writer, which would block the async thread's own readers too.
+    async fn write_when_free(&self) -> RwLockWriteGuard<'_, SmData> {
+        loop {
+            match self.data.try_write() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(_)) => {
+                    panic!("state lock poisoned by a panic during apply")
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<WatchMessage> {
@@ -221,7 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let (entry, responder) = item?;
             let log_id = entry.log_id;
             {
-                let mut data = self.shared.write();
+                let mut data = self.shared.write_when_free().await;
                 let (applied, events) = match entry.payload {
                     EntryPayload::Normal(LogRequest(request)) => {
                         let mut applied = data.state.apply(&request);
