@@ -23,14 +23,20 @@ fn queue_one(wal: &Wal, lsn: u64) -> mpsc::Receiver<Seen> {
     rx
 }
 
-#[test]
-fn a_thread_going_idle_syncs_and_calls_back_itself_without_waking_the_flusher() {
+/// A log on a temporary directory, added to an `IdleSync` whose first idle turn on this thread
+/// has passed (with `defer`: this thread's callbacks now wait for it).
+fn log_served_when_idle(defer: bool) -> (tempfile::TempDir, Wal, IdleSync) {
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(dir.path(), synced(1 << 20)).expect("open");
     let idle = IdleSync::default();
     idle.add(&wal);
-    // The first idle turn makes this a thread whose callbacks wait for it.
-    idle.on_idle(true);
+    idle.on_idle(defer);
+    (dir, wal, idle)
+}
+
+#[test]
+fn a_thread_going_idle_syncs_and_calls_back_itself_without_waking_the_flusher() {
+    let (_dir, wal, idle) = log_served_when_idle(true);
     for lsn in 1..=20 {
         let fsyncs = wal.fsync_count();
         let rx = queue_one(&wal, lsn);
@@ -46,11 +52,7 @@ fn a_thread_going_idle_syncs_and_calls_back_itself_without_waking_the_flusher() 
 
 #[test]
 fn a_thread_that_stays_busy_wakes_the_flusher_once_the_bound_has_passed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Wal::open(dir.path(), synced(1 << 20)).expect("open");
-    let idle = IdleSync::default();
-    idle.add(&wal);
-    idle.on_idle(true);
+    let (_dir, wal, _idle) = log_served_when_idle(true);
     let rx = queue_one(&wal, 1);
     // Busy, but past the bound: the next task's end pays the flusher its wake-up.
     thread::sleep(Duration::from_millis(2));
@@ -64,11 +66,7 @@ fn a_thread_that_stays_busy_wakes_the_flusher_once_the_bound_has_passed() {
 
 #[test]
 fn a_thread_that_does_not_defer_leaves_the_queue_to_the_flusher() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Wal::open(dir.path(), synced(1 << 20)).expect("open");
-    let idle = IdleSync::default();
-    idle.add(&wal);
-    idle.on_idle(false);
+    let (_dir, wal, _idle) = log_served_when_idle(false);
     let rx = queue_one(&wal, 1);
     let (_, ok) = rx
         .recv_timeout(Duration::from_secs(10))
@@ -78,11 +76,7 @@ fn a_thread_that_does_not_defer_leaves_the_queue_to_the_flusher() {
 
 #[test]
 fn a_callback_served_on_an_idle_thread_may_sync_and_drop_the_last_handle() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Wal::open(dir.path(), synced(1 << 20)).expect("open");
-    let idle = IdleSync::default();
-    idle.add(&wal);
-    idle.on_idle(true);
+    let (dir, wal, idle) = log_served_when_idle(true);
     wal.append(&[(1, &payload(1, 0, 64))]).expect("append");
     let (tx, rx) = mpsc::sync_channel(1);
     let inner = wal.clone();
