@@ -123,7 +123,9 @@ impl FlushQueue {
 /// appenders keep writing and queueing, which forms the next batch.
 pub(crate) fn run(shared: Arc<Shared>) {
     while let Some(batch) = shared.flush_queue.take_batch() {
-        serve(&shared, batch);
+        let serving = Serving::start(&shared);
+        let result = shared.sync_appended();
+        serving.call_back(batch, result);
     }
 }
 
@@ -133,9 +135,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
 const WAKE_DEFERRED_MAX: Duration = Duration::from_micros(50);
 
 thread_local! {
-    /// Whether this thread is serving a batch: a callback that waits for a sync would wait for
-    /// itself.
-    static SERVING: Cell<bool> = const { Cell::new(false) };
+    /// The log whose batch this thread is serving, if any: a callback that waits for that log's
+    /// sync would wait for itself.
+    static SERVING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
     /// Whether this is a runtime thread that serves queues when it goes idle (it has been idle
     /// once): its callbacks do not wake the flusher at once.
     static DEFERS: Cell<bool> = const { Cell::new(false) };
@@ -189,28 +191,46 @@ fn pay_owed(due: impl FnOnce(Instant) -> bool) {
     });
 }
 
-/// Whether the calling thread is running flush callbacks (on the flusher or an idle thread).
-pub(crate) fn serving_here() -> bool {
-    SERVING.with(Cell::get)
+/// Whether the calling thread is running `shared`'s flush callbacks (on its flusher or an idle
+/// thread).
+pub(crate) fn serving_here(shared: &Shared) -> bool {
+    SERVING.with(|serving| std::ptr::eq(serving.get(), shared))
 }
 
-/// Syncs once for `batch` and calls it back, in order; then lets the next batch be taken.
-fn serve(shared: &Shared, batch: Vec<FlushCallback>) {
-    let result = shared.sync_appended();
-    SERVING.with(|serving| serving.set(true));
-    for done in batch {
-        let result = match &result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.duplicate()),
-        };
-        // A panicking callback must not take group commit down for every
-        // other caller; the panic hook has already reported it.
-        if panic::catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
-            tracing::error!("a write-ahead log flush callback panicked");
+/// A batch taken from `shared`'s queue, being served on this thread. When dropped, also by a
+/// panic, the thread no longer counts as serving and the next batch may be taken.
+struct Serving<'a> {
+    shared: &'a Shared,
+    outer: *const Shared,
+}
+
+impl<'a> Serving<'a> {
+    fn start(shared: &'a Shared) -> Serving<'a> {
+        let outer = SERVING.with(|serving| serving.replace(shared));
+        Serving { shared, outer }
+    }
+
+    /// Calls back the batch with the result of the sync that covers it, in order.
+    fn call_back(self, batch: Vec<FlushCallback>, result: Result<(), WalError>) {
+        for done in batch {
+            let result = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.duplicate()),
+            };
+            // A panicking callback must not take group commit down for every
+            // other caller; the panic hook has already reported it.
+            if panic::catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
+                tracing::error!("a write-ahead log flush callback panicked");
+            }
         }
     }
-    SERVING.with(|serving| serving.set(false));
-    shared.flush_queue.served();
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        SERVING.with(|serving| serving.set(self.outer));
+        self.shared.flush_queue.served();
+    }
 }
 
 /// Lets a thread about to go idle serve the flush callbacks queued on some logs itself, instead
@@ -248,11 +268,21 @@ impl IdleSync {
             Err(TryLockError::WouldBlock) => None,
         } {
             for log in logs.iter() {
-                if let Some(shared) = log.upgrade()
-                    && let Some(batch) = shared.flush_queue.try_take_batch()
-                {
-                    serve(&shared, batch);
-                }
+                let Some(shared) = log.upgrade() else {
+                    continue;
+                };
+                // The state's read lock first, not waited for: a purge or a truncation may
+                // hold it for the length of a file operation, and this is an async thread.
+                // Skipped logs are left to their flusher.
+                let Some(state) = shared.try_read_state() else {
+                    continue;
+                };
+                let Some(batch) = shared.flush_queue.try_take_batch() else {
+                    continue;
+                };
+                let serving = Serving::start(&shared);
+                let result = shared.sync_appended_under(state);
+                serving.call_back(batch, result);
             }
         }
         // What this thread queued is served, or being served by a thread that wakes the
@@ -276,5 +306,65 @@ impl std::fmt::Debug for IdleSync {
         f.debug_struct("IdleSync")
             .field("logs", &self.lock().len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::IdleSync;
+    use crate::{Wal, WalOptions};
+
+    #[test]
+    fn an_idle_thread_leaves_a_log_whose_state_is_locked_to_its_flusher() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
+        let idle = IdleSync::default();
+        idle.add(&wal);
+        let (appended_tx, appended) = mpsc::channel();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let (served_tx, served) = mpsc::channel();
+        let (returned_tx, returned) = mpsc::channel();
+        let runtime_thread = thread::spawn({
+            let (wal, idle) = (wal.clone(), idle.clone());
+            move || {
+                // Once idle, this thread defers its callbacks' wake-ups to its next idle turn.
+                idle.on_idle(true);
+                wal.append(&[(1, b"one")]).expect("append");
+                wal.flush_then(Box::new(move |result| {
+                    served_tx
+                        .send((thread::current().id(), result.is_ok()))
+                        .expect("send");
+                }));
+                appended_tx.send(()).expect("send");
+                go.recv().expect("go");
+                idle.on_idle(true);
+                returned_tx.send(thread::current().id()).expect("send");
+            }
+        });
+        appended.recv().expect("appended");
+        // As a purge or a truncation does while it removes files.
+        let locked = wal.shared().write_state().expect("state lock");
+        go_tx.send(()).expect("send");
+        let runtime_id = returned
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the idle turn returned without waiting for the state lock");
+        assert!(
+            served.try_recv().is_err(),
+            "nothing was synced under the lock"
+        );
+        drop(locked);
+        let (on, ok) = served
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the flusher served the callback");
+        assert!(ok);
+        assert_ne!(
+            on, runtime_id,
+            "the flusher, woken by the idle turn, served it"
+        );
+        runtime_thread.join().expect("join");
     }
 }

@@ -73,7 +73,7 @@ pub(crate) struct Shared {
     pub(crate) flush_queue: FlushQueue,
 }
 
-struct State {
+pub(crate) struct State {
     /// In lsn order, consecutive, each non-empty; the last one is active.
     segments: Vec<Segment>,
     /// The append buffer, empty between appends.
@@ -189,7 +189,7 @@ impl Wal {
         // Waiting for the flusher from inside a flush callback would wait
         // forever (batches are served one at a time), so there the sync is
         // done directly.
-        if flusher::serving_here() {
+        if flusher::serving_here(shared) {
             return shared.sync_appended();
         }
         let (tx, rx) = mpsc::sync_channel(1);
@@ -315,7 +315,7 @@ impl Drop for Handle {
         // itself or on an idle thread serving a batch; the flusher exits once
         // that batch is served, and joining would deadlock.
         if let Some(flusher) = self.flusher.take()
-            && !flusher::serving_here()
+            && !flusher::serving_here(&self.shared)
             && flusher.join().is_err()
         {
             tracing::error!("write-ahead log flusher thread panicked");
@@ -478,7 +478,7 @@ impl Shared {
         self.state.read().map_err(|_| self.lock_poisoned())
     }
 
-    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>, WalError> {
+    pub(crate) fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>, WalError> {
         self.state.write().map_err(|_| self.lock_poisoned())
     }
 
@@ -512,9 +512,23 @@ impl Shared {
     /// old one), so syncing it suffices. The sync runs outside the state lock
     /// so appends continue meanwhile; they are simply not covered by it.
     pub(crate) fn sync_appended(&self) -> Result<(), WalError> {
+        self.sync_appended_under(self.read_state()?)
+    }
+
+    /// The state's read lock if no thread holds or waits for the write lock; `None` also if
+    /// it is poisoned (the caller leaves the work to a path that reports it).
+    pub(crate) fn try_read_state(&self) -> Option<RwLockReadGuard<'_, State>> {
+        self.state.try_read().ok()
+    }
+
+    /// [`Shared::sync_appended`] with the state's read lock taken; it is released before the
+    /// fdatasync.
+    pub(crate) fn sync_appended_under(
+        &self,
+        state: RwLockReadGuard<'_, State>,
+    ) -> Result<(), WalError> {
         self.check_poison()?;
         let (file, path, target_gen) = {
-            let state = self.read_state()?;
             let written = self.written_gen.load(Ordering::Relaxed);
             if self.durable_gen.load(Ordering::Relaxed) >= written {
                 return Ok(());
@@ -527,6 +541,7 @@ impl Shared {
                 }
             }
         };
+        drop(state);
         if self.opts.sync {
             #[cfg(feature = "fault-injection")]
             crate::fault::slow_disk();
