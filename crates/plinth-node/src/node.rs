@@ -393,7 +393,7 @@ impl Node {
         let sm = Arc::clone(&self.inner.sm);
         tokio::task::spawn_blocking(move || {
             let hint = sm.snapshot_bytes();
-            let data = sm.read();
+            let data = sm.read_long();
             let bytes = crate::backup::encode(&data.state, hint + hint / 8);
             (bytes, data.state.revision())
         })

@@ -10,7 +10,9 @@ use std::fs;
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -61,6 +63,29 @@ pub(crate) struct SmShared {
     /// The size of the newest snapshot's body (0 before the first): the node snapshots again
     /// once the log has grown as large, and a backup's buffer is sized by it.
     snapshot_bytes: AtomicUsize,
+    /// How many long reads (see [`SmShared::read_long`]) hold or wait for the read lock.
+    long_reads: Mutex<usize>,
+}
+
+/// The state's read lock, held by a snapshot or a backup for as long as it encodes the state.
+pub(crate) struct LongRead<'a> {
+    data: Option<RwLockReadGuard<'a, SmData>>,
+    shared: &'a SmShared,
+}
+
+impl std::ops::Deref for LongRead<'_> {
+    type Target = SmData;
+
+    fn deref(&self) -> &SmData {
+        self.data.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for LongRead<'_> {
+    fn drop(&mut self) {
+        self.data = None;
+        *self.shared.lock_long_reads() -= 1;
+    }
 }
 
 impl SmShared {
@@ -81,13 +106,31 @@ impl SmShared {
             .expect("state lock poisoned by a panic during apply")
     }
 
-    /// The write lock, waited for without blocking the async thread. A snapshot or a backup
-    /// holds the read lock on a blocking thread while it encodes the state (about a second for
-    /// half a GiB of snapshot here); an apply blocked on the lock meanwhile would stop every
-    /// connection on a one-thread runtime. The wait polls each millisecond rather than queue as
-    /// a writer, which would block the async thread's own readers too.
+    /// The read lock for a snapshot's or a backup's encoding, on a blocking thread (about a
+    /// second for half a GiB of snapshot here). Applies meanwhile wait for the write lock
+    /// without blocking their async thread ([`SmShared::write_when_free`]).
+    pub(crate) fn read_long(&self) -> LongRead<'_> {
+        *self.lock_long_reads() += 1;
+        LongRead {
+            data: Some(self.read()),
+            shared: self,
+        }
+    }
+
+    /// The write lock, for an apply on an async thread. Short reads only hold the lock for a
+    /// lookup, so with no long read under way it is waited for as a writer, ahead of new
+    /// readers. A long read would stop the thread, and on a one-thread runtime every
+    /// connection, for its whole encoding; then the lock is tried each millisecond instead.
+    /// A long read counts itself before it takes the lock, under the same mutex this checks,
+    /// so an apply never starts waiting as a writer behind one.
     async fn write_when_free(&self) -> RwLockWriteGuard<'_, SmData> {
         loop {
+            {
+                let long_reads = self.lock_long_reads();
+                if *long_reads == 0 {
+                    return self.write();
+                }
+            }
             match self.data.try_write() {
                 Ok(guard) => return guard,
                 Err(TryLockError::Poisoned(_)) => {
@@ -97,6 +140,12 @@ impl SmShared {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    fn lock_long_reads(&self) -> MutexGuard<'_, usize> {
+        self.long_reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<WatchMessage> {
@@ -197,6 +246,7 @@ impl StateMachineStore {
                 events,
                 closed: AtomicBool::new(false),
                 snapshot_bytes: AtomicUsize::new(snapshot_bytes),
+                long_reads: Mutex::new(0),
             }),
             snapshots: Arc::new(snapshots),
         })
@@ -313,7 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .snapshot_bytes
             .store(body_bytes, Ordering::Relaxed);
         {
-            let mut data = self.shared.write();
+            let mut data = self.shared.write_when_free().await;
             data.state = state;
             data.last_applied = meta.last_log_id;
             data.membership = meta.last_membership.clone();
@@ -348,7 +398,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // Encoded straight into the file under the read lock, so that the bytes and the log
             // position agree and no second copy of the state is ever in memory; applies wait for
             // the encoding (not for the sync).
-            let data = shared.read();
+            let data = shared.read_long();
             let meta = SnapshotMeta {
                 last_log_id: data.last_applied,
                 last_membership: data.membership.clone(),
@@ -739,5 +789,55 @@ mod tests {
         let mut copied = target.keep(&meta_at(6), kept).unwrap();
         assert_eq!(copied.read_body().unwrap(), b"state");
         assert_eq!(names(from.path()), names(to.path()));
+    }
+
+    #[test]
+    fn an_apply_waiting_behind_a_long_read_leaves_its_one_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::clone(&StateMachineStore::open(dir.path()).unwrap().shared);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (encoding_tx, encoding) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let snapshot = std::thread::spawn({
+            let shared = Arc::clone(&shared);
+            move || {
+                let _long = shared.read_long();
+                encoding_tx.send(()).unwrap();
+                // Bounded, so that a blocked thread fails the test rather than hangs it.
+                done.recv_timeout(Duration::from_secs(10)).is_ok()
+            }
+        });
+        encoding.recv().unwrap();
+        runtime.block_on(async {
+            let apply = tokio::spawn({
+                let shared = Arc::clone(&shared);
+                async move {
+                    let _write = shared.write_when_free().await;
+                }
+            });
+            // Another connection's task on the same thread keeps running meanwhile.
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert!(
+                    !apply.is_finished(),
+                    "the write lock waits for the long read"
+                );
+            }
+            done_tx.send(()).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), apply)
+                .await
+                .expect("the apply took the lock once the long read ended")
+                .unwrap();
+        });
+        assert!(
+            snapshot.join().unwrap(),
+            "the long read was ended by the test"
+        );
+        assert_eq!(*shared.lock_long_reads(), 0);
+        // With no long read, it is waited for as a writer.
+        drop(runtime.block_on(shared.write_when_free()));
     }
 }
