@@ -123,9 +123,7 @@ impl FlushQueue {
 /// appenders keep writing and queueing, which forms the next batch.
 pub(crate) fn run(shared: Arc<Shared>) {
     while let Some(batch) = shared.flush_queue.take_batch() {
-        let serving = Serving::start(&shared);
-        let result = shared.sync_appended();
-        serving.call_back(batch, result);
+        serve(&shared, batch, || shared.sync_appended());
     }
 }
 
@@ -197,8 +195,26 @@ pub(crate) fn serving_here(shared: &Shared) -> bool {
     SERVING.with(|serving| std::ptr::eq(serving.get(), shared))
 }
 
-/// A batch taken from `shared`'s queue, being served on this thread. When dropped, also by a
-/// panic, the thread no longer counts as serving and the next batch may be taken.
+/// Serves `batch`, taken from `shared`'s queue: syncs once with `sync` and calls the batch back
+/// with the result, in order; then lets the next batch be taken.
+fn serve(shared: &Shared, batch: Vec<FlushCallback>, sync: impl FnOnce() -> Result<(), WalError>) {
+    let _serving = Serving::start(shared);
+    let result = sync();
+    for done in batch {
+        let result = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.duplicate()),
+        };
+        // A panicking callback must not take group commit down for every
+        // other caller; the panic hook has already reported it.
+        if panic::catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
+            tracing::error!("a write-ahead log flush callback panicked");
+        }
+    }
+}
+
+/// This thread serving a batch of `shared`'s. When dropped, also by a panic, the thread no
+/// longer counts as serving and the next batch may be taken.
 struct Serving<'a> {
     shared: &'a Shared,
     outer: *const Shared,
@@ -208,21 +224,6 @@ impl<'a> Serving<'a> {
     fn start(shared: &'a Shared) -> Serving<'a> {
         let outer = SERVING.with(|serving| serving.replace(shared));
         Serving { shared, outer }
-    }
-
-    /// Calls back the batch with the result of the sync that covers it, in order.
-    fn call_back(self, batch: Vec<FlushCallback>, result: Result<(), WalError>) {
-        for done in batch {
-            let result = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(e.duplicate()),
-            };
-            // A panicking callback must not take group commit down for every
-            // other caller; the panic hook has already reported it.
-            if panic::catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
-                tracing::error!("a write-ahead log flush callback panicked");
-            }
-        }
     }
 }
 
@@ -280,9 +281,7 @@ impl IdleSync {
                 let Some(batch) = shared.flush_queue.try_take_batch() else {
                     continue;
                 };
-                let serving = Serving::start(&shared);
-                let result = shared.sync_appended_under(state);
-                serving.call_back(batch, result);
+                serve(&shared, batch, || shared.sync_appended_under(state));
             }
         }
         // What this thread queued is served, or being served by a thread that wakes the
