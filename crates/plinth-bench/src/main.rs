@@ -113,6 +113,11 @@ struct RunArgs {
     /// Puts per second of the watch-fanout writer.
     #[arg(long, default_value_t = 200)]
     rate: u64,
+    /// plinth only: before the run, open this many idle long-polling queue receives and as many
+    /// lock acquires waiting behind a held lock, and keep them open through it (the cost of
+    /// waiters to every write).
+    #[arg(long, default_value_t = 0)]
+    idle_waiters: usize,
     /// The server's pid, for its CPU time and peak memory.
     #[arg(long)]
     pid: Option<u32>,
@@ -186,6 +191,7 @@ async fn run(cli: RunArgs) -> Result<()> {
         batch: cli.batch,
         watchers: cli.watchers.max(1),
         rate: cli.rate,
+        idle_waiters: cli.idle_waiters,
         run_id: format!("{:x}", driver::now_us()),
     };
     let load = Load {
@@ -202,6 +208,9 @@ async fn run(cli: RunArgs) -> Result<()> {
         .map(ProcWatch::start)
         .transpose()
         .with_context(|| format!("reading /proc/{}", cli.pid.unwrap_or_default()))?;
+    if cli.idle_waiters > 0 && cli.system != System::Plinth {
+        bail!("--idle-waiters is for plinth only");
+    }
     let outcome = match cli.system {
         System::Plinth => plinth::run(cli.workload, &args, &load).await?,
         #[cfg(feature = "peers")]

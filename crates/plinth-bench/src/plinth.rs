@@ -22,6 +22,105 @@ async fn connect(args: &Args) -> Result<Vec<Client>> {
 
 pub async fn run(workload: Workload, args: &Args, load: &Load) -> Result<Outcome> {
     let clients = Arc::new(connect(args).await?);
+    let idle = IdleWaiters::open(args).await?;
+    let outcome = run_workload(workload, args, load, clients).await;
+    idle.close();
+    outcome
+}
+
+/// Long polls on an empty queue and acquires queued behind a held lock, open for the whole run:
+/// callers that wait for something no write of the run does.
+struct IdleWaiters {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Waiters per connection (HTTP/2 allows a server to cap the streams on one connection).
+const IDLE_WAITERS_PER_CONNECTION: usize = 100;
+
+impl IdleWaiters {
+    async fn open(args: &Args) -> Result<IdleWaiters> {
+        let n = args.idle_waiters;
+        let mut tasks = Vec::new();
+        if n == 0 {
+            return Ok(IdleWaiters { tasks });
+        }
+        let connections = n.div_ceil(IDLE_WAITERS_PER_CONNECTION);
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            clients.push(
+                Client::connect(args.endpoint.clone())
+                    .await
+                    .with_context(|| format!("connecting to plinth at {}", args.endpoint))?,
+            );
+        }
+        let (queue, lock) = (
+            format!("bench-{}-idle", args.run_id),
+            format!("bench-{}-held", args.run_id),
+        );
+        clients[0]
+            .queue_create(queue.clone(), pb::QueueConfig::default())
+            .await?;
+        let holder = LockOptions::new("holder").ttl(Duration::from_secs(3600));
+        clients[0].lock_acquire(lock.clone(), &holder).await?;
+        for i in 0..n {
+            let client = clients[i % connections].clone();
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let request = pb::QueueReceiveRequest {
+                        queue: queue.clone(),
+                        max: 1,
+                        wait_ms: 20_000,
+                        ..Default::default()
+                    };
+                    if client.queue_receive_request(request).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }));
+            let client = clients[i % connections].clone();
+            let lock = lock.clone();
+            tasks.push(tokio::spawn(async move {
+                let options = LockOptions::new(format!("idle-{i}"))
+                    .ttl(Duration::from_secs(60))
+                    .wait(Duration::from_secs(300));
+                loop {
+                    if client.lock_acquire(lock.clone(), &options).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }));
+        }
+        // Every waiter queued before the clock starts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiters = clients[0].lock_get(lock.clone()).await?.waiters.len();
+            if waiters >= n {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("only {waiters} of {n} lock waiters queued within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The long polls go out with the acquires; give the last of them a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(IdleWaiters { tasks })
+    }
+
+    fn close(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn run_workload(
+    workload: Workload,
+    args: &Args,
+    load: &Load,
+    clients: Arc<Vec<Client>>,
+) -> Result<Outcome> {
     let pick = {
         let clients = clients.clone();
         move |worker: usize| clients[worker % clients.len()].clone()

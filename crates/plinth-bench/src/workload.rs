@@ -53,6 +53,8 @@ pub struct Args {
     pub watchers: usize,
     /// Puts per second of the fan-out writer.
     pub rate: u64,
+    /// Idle long polls and lock waiters held open through the run (plinth only).
+    pub idle_waiters: usize,
     /// Names this run's keys, locks and queues apart from every other run's.
     pub run_id: String,
 }
