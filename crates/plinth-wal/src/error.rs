@@ -28,6 +28,25 @@ pub enum WalError {
         reason: String,
     },
 
+    /// The end of the log is damaged the way a torn write leaves it, but records there were
+    /// reported durable: cutting them would lose acknowledged data, so recovery refuses and
+    /// changes nothing.
+    #[error(
+        "write-ahead log is damaged in {} at byte {}: {}; records from lsn {} on do not read back, \
+         yet every record up to lsn {durable_through} was reported durable, so they are lost \
+         data. The last intact record is {}. Nothing was changed",
+        damage.path.display(),
+        damage.offset,
+        damage.reason,
+        damage.first_lost_lsn,
+        last_intact_lsn.map_or("none (the log is empty before it)".to_owned(), |l| format!("lsn {l}"))
+    )]
+    LostDurable {
+        damage: Box<crate::Damage>,
+        last_intact_lsn: Option<Lsn>,
+        durable_through: Lsn,
+    },
+
     /// An append did not continue the log with the next consecutive lsn.
     #[error("append expected lsn {expected} but got lsn {got}; records must have consecutive lsns")]
     Gap { expected: Lsn, got: Lsn },
@@ -92,6 +111,15 @@ impl WalError {
                 path: path.clone(),
                 offset: *offset,
                 reason: reason.clone(),
+            },
+            WalError::LostDurable {
+                damage,
+                last_intact_lsn,
+                durable_through,
+            } => WalError::LostDurable {
+                damage: damage.clone(),
+                last_intact_lsn: *last_intact_lsn,
+                durable_through: *durable_through,
             },
             WalError::Gap { expected, got } => WalError::Gap {
                 expected: *expected,

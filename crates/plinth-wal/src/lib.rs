@@ -23,6 +23,7 @@ pub use error::WalError;
 pub use files::{read_file, sync_dir, write_file_atomic};
 pub use flusher::IdleSync;
 pub use record::PAYLOAD_BYTES_MAX;
+pub use recovery::{Damage, Inspection, cut, inspect};
 pub use wal::{Wal, WalOptions};
 
 /// Log sequence number: the Raft log index of a record.

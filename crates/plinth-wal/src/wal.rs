@@ -30,6 +30,10 @@ pub struct WalOptions {
     /// room, not damage. Appends also keep the next MiB after the records written with zeros, so
     /// that a sync does not turn unwritten extents into written ones either.
     pub preallocate: bool,
+    /// Records up to and including this lsn were reported durable (the caller knows it
+    /// acknowledged them): recovery never cuts one of them as a torn tail, and refuses to open
+    /// instead, changing nothing ([`WalError::LostDurable`]).
+    pub durable_through: Option<Lsn>,
 }
 
 impl Default for WalOptions {
@@ -38,6 +42,7 @@ impl Default for WalOptions {
             segment_bytes_max: 64 << 20,
             sync: true,
             preallocate: true,
+            durable_through: None,
         }
     }
 }
@@ -104,7 +109,7 @@ impl Wal {
             }
         }
         let fsyncs = AtomicU64::new(0);
-        let segments = recovery::recover(&dir, opts.sync, &fsyncs)?;
+        let segments = recovery::recover(&dir, opts.sync, &fsyncs, opts.durable_through)?;
         if opts.preallocate
             && let Some(active) = segments.last()
         {
@@ -544,7 +549,7 @@ impl Shared {
         drop(state);
         if self.opts.sync {
             #[cfg(feature = "fault-injection")]
-            crate::fault::slow_disk();
+            crate::fault::before_fsync().map_err(|e| self.poisoned_by(&path, "fdatasync", e))?;
             file.sync_data()
                 .map_err(|e| self.poisoned_by(&path, "fdatasync", e))?;
             self.fsyncs.fetch_add(1, Ordering::Relaxed);

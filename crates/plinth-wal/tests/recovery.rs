@@ -390,3 +390,103 @@ fn the_zeros_written_ahead_of_the_records_are_room_through_truncation_and_reopen
         expected(701..=710, 2, BIG)
     );
 }
+
+/// Every file of `dir` with its bytes, to show that a refusal changed nothing.
+fn snapshot_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let bytes = fs::read(&path).expect("read");
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_torn_tail_holding_a_durable_record_is_refused_and_nothing_changes() {
+    const N: u64 = 5;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), N);
+    let whole = fs::read(&segment).expect("read");
+    // The last record loses its last byte: a torn write, by its shape.
+    fs::write(&segment, &whole[..whole.len() - 1]).expect("cut");
+    let before = snapshot_of(dir.path());
+    let options = |durable| WalOptions {
+        durable_through: Some(durable),
+        ..exact()
+    };
+    let err = Wal::open(dir.path(), options(N)).expect_err("record N was durable");
+    match &err {
+        WalError::LostDurable {
+            damage,
+            last_intact_lsn,
+            durable_through,
+        } => {
+            assert_eq!(damage.path, segment);
+            assert_eq!(damage.offset, (N - 1) * RECORD_BYTES);
+            assert_eq!(damage.first_lost_lsn, N);
+            assert_eq!(*last_intact_lsn, Some(N - 1));
+            assert_eq!(*durable_through, N);
+        }
+        other => panic!("expected LostDurable, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&segment.display().to_string())
+            && text.contains(&format!("byte {}", (N - 1) * RECORD_BYTES))
+            && text.contains(&format!("lsn {}", N - 1)),
+        "{text}"
+    );
+    assert_eq!(snapshot_of(dir.path()), before, "the refusal changed files");
+    // Durable only up to the record before: the torn one was never reported, so it is cut.
+    let wal = Wal::open(dir.path(), options(N - 1)).expect("open");
+    assert_eq!(wal.last_lsn(), Some(N - 1));
+}
+
+#[test]
+fn inspect_reports_damage_without_changing_it_and_cut_removes_it_with_what_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), synced(4 * RECORD_BYTES)).expect("open");
+    append_all(&wal, 1..=10, 0, PAYLOAD_BYTES);
+    wal.sync().expect("sync");
+    drop(wal);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    // Corrupt the second record of the second segment: not a torn tail, whole records follow.
+    let second = &files[1];
+    let mut bytes = fs::read(second).expect("read");
+    let at = RECORD_BYTES as usize + HEADER_BYTES as usize + 3;
+    bytes[at] ^= 0xff;
+    fs::write(second, &bytes).expect("write");
+    let before = snapshot_of(dir.path());
+
+    let mut seen = Vec::new();
+    let inspection = plinth_wal::inspect(dir.path(), |lsn, _| seen.push(lsn)).expect("inspect");
+    let damage = inspection.damage.clone().expect("damage found");
+    let first_lost = 4 + 2; // four records in the first segment, then one good one
+    assert_eq!(seen, (1..first_lost).collect::<Vec<_>>());
+    assert_eq!(inspection.first_lsn, Some(1));
+    assert_eq!(inspection.last_intact_lsn, Some(first_lost - 1));
+    assert_eq!(damage.path, *second);
+    assert_eq!(damage.offset, RECORD_BYTES);
+    assert_eq!(damage.first_lost_lsn, first_lost);
+    assert!(!damage.torn);
+    assert_eq!(damage.later_segments, files[2..].to_vec());
+    assert_eq!(snapshot_of(dir.path()), before, "inspect changed files");
+    assert!(matches!(open_err(dir.path()), WalError::Corrupt { .. }));
+
+    plinth_wal::cut(dir.path(), &damage).expect("cut");
+    assert_eq!(segment_files(dir.path()), files[..2].to_vec());
+    let wal = Wal::open(dir.path(), synced(4 * RECORD_BYTES)).expect("open after the cut");
+    assert_eq!(wal.last_lsn(), Some(first_lost - 1));
+    assert_eq!(
+        wal.read(1, first_lost).expect("read"),
+        expected(1..first_lost, 0, PAYLOAD_BYTES)
+    );
+    // And the log goes on from there.
+    append_all(&wal, first_lost..=first_lost + 2, 1, PAYLOAD_BYTES);
+    assert_eq!(wal.last_lsn(), Some(first_lost + 2));
+}
