@@ -1,5 +1,16 @@
-//! Every limit of the state machine, named with its unit last. Exceeding one is an error that
-//! names the field and the limit, never a truncation.
+//! Every limit and default of the primitives, named with its unit last. Exceeding a limit is an
+//! error that names the field and the limit, never a truncation; a default is what a field left
+//! at 0 (or out) stands for.
+//!
+//! One source for every crate: this file is plinth-core's `limits` and is also compiled into
+//! plinth-proto as `plinth_proto::limits`, so that the SDK and the CLI (which depend on the wire
+//! contract only) read the same numbers the state machine enforces. It therefore names nothing
+//! outside itself.
+
+/// A command's encoded size (one log entry's, less a few bytes of framing): a request whose
+/// bodies, values or ops add up to more is refused before it is proposed. Far below the
+/// write-ahead log's record limit, so one entry can never stop the log.
+pub const COMMAND_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// KV keys are 1..=4096 arbitrary bytes.
 pub const KEY_BYTES_MAX: usize = 4096;
@@ -15,6 +26,9 @@ pub const TXN_OPS_MAX: usize = 128;
 pub const LEASE_TTL_MS_MIN: u64 = 500;
 /// A lease lives at most a week per grant or keep-alive.
 pub const LEASE_TTL_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+/// A lock hold's or a registry instance's lease when the caller gives none (the SDK and the CLI).
+pub const LOCK_TTL_MS_DEFAULT: u64 = 10_000;
+pub const REGISTRY_TTL_MS_DEFAULT: u64 = 10_000;
 /// Live leases at once.
 pub const LEASES_MAX: usize = 1_000_000;
 /// Events kept in the watch history; older ones are compacted automatically.
@@ -49,17 +63,21 @@ pub const QUEUE_RECEIVE_MAX: u32 = 100;
 pub const QUEUE_ACK_MAX: usize = 100;
 /// A receive long-polls at most 20 s.
 pub const QUEUE_WAIT_MS_MAX: u64 = 20_000;
-/// A delivery stays in flight at most 12 h per receive or visibility change.
+/// A delivery stays in flight at most 12 h per receive or visibility change; 30 s unless set.
 pub const QUEUE_VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;
+pub const QUEUE_VISIBILITY_MS_DEFAULT: u64 = 30_000;
 /// A message is delayed at most 15 min.
 pub const QUEUE_DELAY_MS_MAX: u64 = 15 * 60 * 1000;
-/// Receives before a message goes to the dead-letter queue: at most 1000.
+/// Receives before a message goes to the dead-letter queue: at most 1000, 5 unless set.
 pub const QUEUE_MAX_RECEIVES_MAX: u32 = 1000;
-/// Messages are kept at least a minute and at most 14 days.
+pub const QUEUE_MAX_RECEIVES_DEFAULT: u32 = 5;
+/// Messages are kept at least a minute and at most 14 days; 4 days unless set.
 pub const QUEUE_RETENTION_MS_MIN: u64 = 60 * 1000;
 pub const QUEUE_RETENTION_MS_MAX: u64 = 14 * 24 * 3600 * 1000;
-/// A dedup window is at most a day.
+pub const QUEUE_RETENTION_MS_DEFAULT: u64 = 4 * 24 * 3600 * 1000;
+/// A dedup window is at most a day; 5 minutes unless set.
 pub const QUEUE_DEDUP_WINDOW_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const QUEUE_DEDUP_WINDOW_MS_DEFAULT: u64 = 5 * 60 * 1000;
 /// Dedup ids are 1..=128 bytes.
 pub const QUEUE_DEDUP_ID_BYTES_MAX: usize = 128;
 /// Attributes per message, and their total bytes (keys and values).
@@ -69,18 +87,32 @@ pub const QUEUE_ATTRIBUTE_BYTES_MAX: usize = 16 * 1024;
 pub const QUEUE_REASON_BYTES_MAX: usize = 1024;
 /// Schedules at once.
 pub const SCHEDULES_MAX: usize = 100_000;
-/// An interval schedule fires at most once a second.
+/// An interval schedule fires at most once a second and at least once a year.
 pub const SCHEDULE_INTERVAL_MS_MIN: u64 = 1000;
+pub const SCHEDULE_INTERVAL_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
+/// A delayed schedule fires at most a year after it is created.
+pub const SCHEDULE_DELAY_MS_MAX: u64 = 366 * 24 * 3600 * 1000;
+/// A one-time schedule fires at most at the end of the year 9999 (ms since the Unix epoch).
+pub const SCHEDULE_AT_MS_MAX: u64 = 253_402_300_799_999;
 /// A job payload is at most 1 MiB.
 pub const SCHEDULE_JOB_BYTES_MAX: usize = 1024 * 1024;
-/// Attempts per run: 1 to 100.
+/// Attempts per run: 1 to 100, 3 unless set.
 pub const SCHEDULE_ATTEMPTS_MAX: u32 = 100;
-/// The first retry delay is at most an hour (it doubles per attempt, capped at a day).
+pub const SCHEDULE_ATTEMPTS_DEFAULT: u32 = 3;
+/// The first retry delay is at most an hour, 1 s unless set (it doubles per attempt, capped at
+/// a day).
 pub const SCHEDULE_BACKOFF_MS_MAX: u64 = 3600 * 1000;
+pub const SCHEDULE_BACKOFF_MS_DEFAULT: u64 = 1000;
 pub const SCHEDULE_RETRY_DELAY_MS_MAX: u64 = 24 * 3600 * 1000;
-/// A claim lease is 1 s to 12 h.
+/// A claim lease is 1 s to 12 h, 30 s unless set.
 pub const SCHEDULE_TIMEOUT_MS_MIN: u64 = 1000;
 pub const SCHEDULE_TIMEOUT_MS_MAX: u64 = 12 * 3600 * 1000;
+pub const SCHEDULE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// A fire time missed by at most this much still runs (60 s unless set; at most 12 h).
+pub const SCHEDULE_MISFIRE_GRACE_MS_MAX: u64 = 12 * 3600 * 1000;
+pub const SCHEDULE_MISFIRE_GRACE_MS_DEFAULT: u64 = 60_000;
+/// A claim long-polls at most 20 s, like a queue receive.
+pub const SCHEDULE_WAIT_MS_MAX: u64 = 20_000;
 /// Runs one claim hands out.
 pub const SCHEDULE_CLAIM_MAX: u32 = 100;
 /// Missed fire times one tick materializes under `Misfire::RunAll` (the latest ones).

@@ -3,6 +3,7 @@
 use crate::config::{ConfigCommand, ConfigError, ConfigOutput, ConfigState};
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
+use crate::limits::COMMAND_BYTES_MAX;
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
 use crate::queue::{QueueCommand, QueueError, QueueOutput, QueueState};
 use crate::registry::{RegistryCommand, RegistryError, RegistryOutput, RegistryState};
@@ -62,6 +63,11 @@ pub enum StateError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The command as a whole is over the size of one log entry, whatever its parts.
+    #[error(
+        "the request is {bytes} bytes as a command; a command is at most {COMMAND_BYTES_MAX} bytes, so send its parts in several requests"
+    )]
+    TooLarge { bytes: usize },
 }
 
 impl StateError {
@@ -74,6 +80,7 @@ impl StateError {
             StateError::Schedule(e) => e.code(),
             StateError::Config(e) => e.code(),
             StateError::Registry(e) => e.code(),
+            StateError::TooLarge { .. } => ErrorCode::InvalidArgument,
         }
     }
 
@@ -86,6 +93,7 @@ impl StateError {
             StateError::Schedule(e) => e.field(),
             StateError::Config(e) => e.field(),
             StateError::Registry(e) => e.field(),
+            StateError::TooLarge { .. } => "request",
         }
     }
 }
@@ -166,6 +174,10 @@ impl State {
     /// before proposing; `apply` checks again, so a command that slips through is refused, never
     /// half-applied.
     pub fn validate(command: &Command) -> Result<(), StateError> {
+        let bytes = encoded_bytes(command);
+        if bytes > COMMAND_BYTES_MAX {
+            return Err(StateError::TooLarge { bytes });
+        }
         match command {
             Command::Tick => Ok(()),
             Command::Kv(c) => Ok(KvState::validate(c)?),
@@ -413,4 +425,10 @@ impl State {
             found => Err(SnapshotError::UnsupportedVersion { found }),
         }
     }
+}
+
+/// The bytes `command` takes in the log, counted without encoding it.
+fn encoded_bytes(command: &Command) -> usize {
+    postcard::serialize_with_flavor(command, postcard::ser_flavors::Size::default())
+        .expect("a command always encodes")
 }

@@ -1,8 +1,9 @@
 //! Every refusal of the scheduler, with the values that caused it.
 
 use crate::limits::{
-    OWNER_BYTES_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX, SCHEDULE_CLAIM_MAX,
-    SCHEDULE_ERROR_BYTES_MAX, SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX,
+    OWNER_BYTES_MAX, SCHEDULE_AT_MS_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX,
+    SCHEDULE_CLAIM_MAX, SCHEDULE_DELAY_MS_MAX, SCHEDULE_ERROR_BYTES_MAX, SCHEDULE_INTERVAL_MS_MAX,
+    SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX, SCHEDULE_MISFIRE_GRACE_MS_MAX,
     SCHEDULE_RESULT_BYTES_MAX, SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
 };
 use crate::names::NameError;
@@ -23,8 +24,16 @@ pub enum ScheduleError {
     TimeZone { tz: String },
     #[error("cron expression {expr:?} never fires")]
     NeverFires { expr: String },
-    #[error("interval is {interval_ms}ms; the minimum is {SCHEDULE_INTERVAL_MS_MIN}ms")]
+    #[error(
+        "interval is {interval_ms}ms; it must be {SCHEDULE_INTERVAL_MS_MIN}ms to {SCHEDULE_INTERVAL_MS_MAX}ms"
+    )]
     Interval { interval_ms: u64 },
+    #[error("delay is {delay_ms}ms; the maximum is {SCHEDULE_DELAY_MS_MAX}ms")]
+    Delay { delay_ms: u64 },
+    #[error(
+        "at is {at_ms}ms since the Unix epoch; the latest is {SCHEDULE_AT_MS_MAX}ms (the end of the year 9999)"
+    )]
+    At { at_ms: u64 },
     #[error("job is {bytes} bytes; the limit is {SCHEDULE_JOB_BYTES_MAX}")]
     JobTooLarge { bytes: usize },
     #[error("max_attempts is {value}; it must be 1 to {SCHEDULE_ATTEMPTS_MAX}")]
@@ -35,7 +44,7 @@ pub enum ScheduleError {
         "timeout is {ms}ms; it must be {SCHEDULE_TIMEOUT_MS_MIN}ms to {SCHEDULE_TIMEOUT_MS_MAX}ms"
     )]
     Timeout { ms: u64 },
-    #[error("misfire_grace is {ms}ms; the maximum is {SCHEDULE_TIMEOUT_MS_MAX}ms")]
+    #[error("misfire_grace is {ms}ms; the maximum is {SCHEDULE_MISFIRE_GRACE_MS_MAX}ms")]
     MisfireGrace { ms: u64 },
     #[error("{SCHEDULES_MAX} schedules exist; the limit is {SCHEDULES_MAX}")]
     TooMany,
@@ -74,6 +83,8 @@ impl ScheduleError {
             ScheduleError::Cron { .. } | ScheduleError::NeverFires { .. } => "cron",
             ScheduleError::TimeZone { .. } => "tz",
             ScheduleError::Interval { .. } => "every",
+            ScheduleError::Delay { .. } => "delay",
+            ScheduleError::At { .. } => "at",
             ScheduleError::JobTooLarge { .. } => "job",
             ScheduleError::MaxAttempts { .. } => "max_attempts",
             ScheduleError::Backoff { .. } => "backoff",

@@ -5,10 +5,11 @@ use super::{
     ScheduleError, ScheduleInfo, ScheduleOutput, Spec,
 };
 use crate::limits::{
-    OWNER_BYTES_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX, SCHEDULE_CATCH_UP_MAX,
-    SCHEDULE_CLAIM_MAX, SCHEDULE_ERROR_BYTES_MAX, SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX,
-    SCHEDULE_RESULT_BYTES_MAX, SCHEDULE_RETRY_DELAY_MS_MAX, SCHEDULE_RUNS_KEPT,
-    SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
+    OWNER_BYTES_MAX, SCHEDULE_AT_MS_MAX, SCHEDULE_ATTEMPTS_MAX, SCHEDULE_BACKOFF_MS_MAX,
+    SCHEDULE_CATCH_UP_MAX, SCHEDULE_CLAIM_MAX, SCHEDULE_DELAY_MS_MAX, SCHEDULE_ERROR_BYTES_MAX,
+    SCHEDULE_INTERVAL_MS_MAX, SCHEDULE_INTERVAL_MS_MIN, SCHEDULE_JOB_BYTES_MAX,
+    SCHEDULE_MISFIRE_GRACE_MS_MAX, SCHEDULE_RESULT_BYTES_MAX, SCHEDULE_RETRY_DELAY_MS_MAX,
+    SCHEDULE_RUNS_KEPT, SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
 };
 use crate::names::check_name;
 use crate::{Ctx, FencingToken, Millis};
@@ -149,7 +150,7 @@ fn check_policy(p: &Policy) -> Result<(), ScheduleError> {
     if !(SCHEDULE_TIMEOUT_MS_MIN..=SCHEDULE_TIMEOUT_MS_MAX).contains(&p.timeout_ms) {
         return Err(ScheduleError::Timeout { ms: p.timeout_ms });
     }
-    if p.misfire_grace_ms > SCHEDULE_TIMEOUT_MS_MAX {
+    if p.misfire_grace_ms > SCHEDULE_MISFIRE_GRACE_MS_MAX {
         return Err(ScheduleError::MisfireGrace {
             ms: p.misfire_grace_ms,
         });
@@ -173,10 +174,21 @@ impl ScheduleState {
             } => {
                 id(i)?;
                 match spec {
-                    Spec::Every { interval_ms } if *interval_ms < SCHEDULE_INTERVAL_MS_MIN => {
+                    Spec::Every { interval_ms }
+                        if !(SCHEDULE_INTERVAL_MS_MIN..=SCHEDULE_INTERVAL_MS_MAX)
+                            .contains(interval_ms) =>
+                    {
                         return Err(ScheduleError::Interval {
                             interval_ms: *interval_ms,
                         });
+                    }
+                    Spec::Delay { delay_ms } if *delay_ms > SCHEDULE_DELAY_MS_MAX => {
+                        return Err(ScheduleError::Delay {
+                            delay_ms: *delay_ms,
+                        });
+                    }
+                    Spec::At { at_ms } if *at_ms > SCHEDULE_AT_MS_MAX => {
+                        return Err(ScheduleError::At { at_ms: *at_ms });
                     }
                     Spec::Cron { expr, tz } => {
                         let parsed = cron(expr)?;

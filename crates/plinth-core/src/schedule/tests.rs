@@ -635,7 +635,7 @@ fn bad_input_names_the_field() {
             create("x", Spec::Every { interval_ms: 999 }, policy())
         ))
         .to_string(),
-        "interval is 999ms; the minimum is 1000ms"
+        "interval is 999ms; it must be 1000ms to 31622400000ms"
     );
 }
 
