@@ -135,6 +135,21 @@ impl Node {
         Some((id, addr))
     }
 
+    /// Ok on the leader; otherwise `NOT_LEADER` with the leader this node knows of. A
+    /// membership change is checked against the leader's view of the members: a node that
+    /// does not lead (one that is joining and knows no leader yet) must not answer one from
+    /// its own, which may be empty.
+    fn leading(&self) -> Result<(), NodeError> {
+        if self.leader_term().is_some() {
+            return Ok(());
+        }
+        let leader = self.leader();
+        Err(NodeError::NotLeader {
+            leader_id: leader.as_ref().map(|(id, _)| *id),
+            leader_addr: leader.map(|(_, addr)| addr),
+        })
+    }
+
     /// Adds `id` at `addr` as a learner and returns once it has caught up with the log (by
     /// snapshot if it is far behind). Adding a member already present with the same address
     /// is a no-op.
@@ -144,6 +159,7 @@ impl Node {
                 "node id 0 is not allowed; node ids start at 1".to_owned(),
             ));
         }
+        self.leading()?;
         if let Some(member) = self.cluster_status().members.iter().find(|m| m.id == id) {
             return if member.addr == addr {
                 Ok(())
@@ -166,6 +182,7 @@ impl Node {
 
     /// Makes learner `id` a voter.
     pub async fn promote(&self, id: u64) -> Result<(), NodeError> {
+        self.leading()?;
         let status = self.cluster_status();
         match status.members.iter().find(|m| m.id == id) {
             None => Err(NodeError::Refused(format!(
@@ -184,6 +201,7 @@ impl Node {
     /// Removes member `id`, voter or learner. A voter leaves the quorum through joint consensus;
     /// a removed leader steps down once the change commits.
     pub async fn remove(&self, id: u64) -> Result<(), NodeError> {
+        self.leading()?;
         let status = self.cluster_status();
         let change = match status.members.iter().find(|m| m.id == id) {
             None => {

@@ -22,6 +22,7 @@ mod error;
 mod log_store;
 mod network;
 mod node;
+mod repair;
 mod state_machine;
 mod ticker;
 mod watch;
@@ -38,6 +39,7 @@ pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};
 pub use node::{Node, Status, Submitted};
 pub use plinth_wal::IdleSync;
+pub use repair::{RepairReport, repair};
 pub use watch::{WatchBatch, Watcher};
 
 /// The log payload: a core [`Request`]. A newtype only because openraft requires `Display` of its

@@ -68,13 +68,17 @@ struct Meta {
 impl LogStore {
     /// Opens (and recovers) the WAL in `dir` and reads the state files beside it. Blocking.
     pub(crate) fn open(dir: &Path, opts: WalOptions) -> Result<LogStore, NodeError> {
-        let wal = Wal::open(dir, opts).map_err(|e| NodeError::Storage(e.to_string()))?;
         let storage = |e: io::Error| NodeError::Storage(e.to_string());
+        // Read before the log is opened: every entry up to the committed one was acknowledged,
+        // so recovery must not cut one of them as a torn tail (it refuses, changing nothing).
+        let committed = read_committed(dir).map_err(storage)?;
+        let opts = WalOptions {
+            durable_through: committed.map(|c| c.index),
+            ..opts
+        };
+        let wal = Wal::open(dir, opts).map_err(|e| damaged(dir, e))?;
         let vote: Option<Vote> = read_meta(&dir.join(VOTE_FILE)).map_err(storage)?;
         let last_purged: Option<LogId> = read_meta(&dir.join(PURGED_FILE)).map_err(storage)?;
-        let committed: Option<LogId> = read_meta::<Option<LogId>>(&dir.join(COMMITTED_FILE))
-            .map_err(storage)?
-            .flatten();
         let last_entry = read_last_entry(&wal).map_err(storage)?;
         // What recovery found on disk is what a restart would find again: durable.
         let flushed_next = wal.last_lsn().map_or(0, |last| last + 1);
@@ -478,6 +482,109 @@ impl CommittedWriter {
             state.idle = false;
         }
     }
+}
+
+/// The committed log id the log's directory `dir` last saved (a hint: it may lag).
+fn read_committed(dir: &Path) -> io::Result<Option<LogId>> {
+    Ok(read_meta::<Option<LogId>>(&dir.join(COMMITTED_FILE))?.flatten())
+}
+
+/// A log that does not open, with what to do about it when it is damaged.
+fn damaged(dir: &Path, e: WalError) -> NodeError {
+    let data_dir = dir.parent().unwrap_or(dir).display();
+    match e {
+        WalError::LostDurable { .. } | WalError::Corrupt { .. } => NodeError::Storage(format!(
+            "{e}. To accept the loss on a single node, stop it and run `plinth repair --data-dir {data_dir} --accept-loss`; \
+             a member of a cluster must instead be removed from it and added back with an empty data directory, to catch up \
+             from the others (docs/operations.md, \"A damaged log\")"
+        )),
+        other => NodeError::Storage(other.to_string()),
+    }
+}
+
+/// What `plinth repair` found in a node's log, and whether it cut it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Where the log stops being whole; `None` for a whole log.
+    pub damage: Option<plinth_wal::Damage>,
+    /// The first and the last entry before any damage.
+    pub first_index: Option<u64>,
+    pub last_intact_index: Option<u64>,
+    /// The last entry the node had saved as committed (acknowledged): entries from the damage
+    /// up to it are acknowledged writes that a cut loses.
+    pub committed_index: Option<u64>,
+    /// Whether the log was cut at the damage.
+    pub cut: bool,
+}
+
+/// Looks at the log in `dir` without changing it and, if it is damaged and `accept_loss`,
+/// cuts it at the damage and lowers the saved committed id to the last intact entry (or the
+/// snapshot's), so the node starts from what is left. A log whose last membership has other
+/// members is refused: cutting one member's log alone could lose what the cluster acknowledged;
+/// it rejoins from the others instead. `snapshot` is the newest snapshot's last entry and
+/// membership, if there is one.
+pub(crate) fn repair(
+    dir: &Path,
+    snapshot: Option<(Option<LogId>, crate::StoredMembership)>,
+    accept_loss: bool,
+) -> Result<RepairReport, NodeError> {
+    let storage = |e: io::Error| NodeError::Storage(e.to_string());
+    let committed = read_committed(dir).map_err(storage)?;
+    let (snapshot_last, mut members) = match snapshot {
+        Some((last, membership)) => (
+            last,
+            membership.membership().nodes().map(|(id, _)| *id).collect(),
+        ),
+        None => (None, Vec::new()),
+    };
+    let mut last_intact: Option<LogId> = None;
+    let mut undecodable = None;
+    let inspection = plinth_wal::inspect(dir, |lsn, payload| match decode_entry(lsn, payload) {
+        Ok(entry) => {
+            if let openraft::EntryPayload::Membership(m) = &entry.payload {
+                members = m.nodes().map(|(id, _)| *id).collect();
+            }
+            last_intact = Some(entry.log_id);
+        }
+        Err(e) => {
+            undecodable.get_or_insert(e);
+        }
+    })
+    .map_err(|e| NodeError::Storage(e.to_string()))?;
+    if let Some(e) = undecodable {
+        return Err(NodeError::Storage(format!(
+            "{e}: the log holds whole records that are not entries; this is not damage a cut can repair"
+        )));
+    }
+    let report = RepairReport {
+        first_index: inspection.first_lsn,
+        last_intact_index: inspection.last_intact_lsn,
+        committed_index: committed.map(|c| c.index),
+        damage: inspection.damage.clone(),
+        cut: false,
+    };
+    let Some(damage) = inspection.damage else {
+        return Ok(report);
+    };
+    if members.len() > 1 {
+        return Err(NodeError::Refused(format!(
+            "this node is a member of a cluster of nodes {members:?}: cutting its log alone could lose writes the cluster acknowledged. \
+             Remove it from the cluster (`plinth cluster remove <id>` on a member), move its data directory aside and add it back \
+             empty (docs/operations.md, \"A damaged log\"); it catches up from the others"
+        )));
+    }
+    if !accept_loss {
+        return Ok(report);
+    }
+    plinth_wal::cut(dir, &damage).map_err(|e| NodeError::Storage(e.to_string()))?;
+    if committed.is_some_and(|c| c.index >= damage.first_lost_lsn) {
+        let lowered = last_intact.or(snapshot_last);
+        write_meta(&dir.join(COMMITTED_FILE), &lowered).map_err(storage)?;
+    }
+    Ok(RepairReport {
+        cut: true,
+        ..report
+    })
 }
 
 fn decode_entry(lsn: Lsn, payload: &[u8]) -> io::Result<Entry> {

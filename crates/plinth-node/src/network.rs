@@ -41,13 +41,13 @@ pub use pb::peer_server::PeerServer;
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long a whole snapshot may take to send and install.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
-/// The largest peer message: an append can carry a batch of commands that each carry up to the
-/// bulk limit of the public API.
-pub(crate) const PEER_MESSAGE_BYTES_MAX: usize = 1 << 30;
-/// The largest encoded append: the peer message limit less room for its envelope. An append
-/// over it is cut by size (`fitting_prefix`); one command is far below it (the largest, a bulk
-/// call, is about 128 MiB).
-const APPEND_BYTES_MAX: usize = PEER_MESSAGE_BYTES_MAX - (1 << 20);
+/// The largest encoded append: openraft batches up to `max_payload_entries` entries, and a batch
+/// over this many bytes is cut (`fitting_prefix`), so a follower never receives (nor a leader
+/// holds in one message) more than two of the largest commands' worth.
+const APPEND_BYTES_MAX: usize = 2 * plinth_core::limits::COMMAND_BYTES_MAX;
+/// The largest peer message: an append of `APPEND_BYTES_MAX` (or one entry alone, which is at
+/// most a command and its framing) and room for its envelope.
+pub(crate) const PEER_MESSAGE_BYTES_MAX: usize = APPEND_BYTES_MAX + (1 << 20);
 
 /// How many of the entries, whose encoded sizes are `sizes`, fit in `limit` bytes together:
 /// always at least one, so replication moves on whatever the sizes.

@@ -534,6 +534,39 @@ impl Node {
         }
     }
 
+    /// The error that stopped this replica's Raft core, if one did: a storage failure (a disk
+    /// that failed a write or a sync, an entry the log could not take) or a panic. From then on
+    /// the replica refuses every write and linearizable read, so the process must exit and be
+    /// restarted (crash-only), never live on as a member that answers nothing. `None` while it
+    /// runs, and once `shutdown` has begun.
+    pub fn fatal_error(&self) -> Option<NodeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let metrics = self.inner.raft.metrics();
+        let running = metrics.borrow_watched().running_state.clone();
+        running.err().map(from_fatal)
+    }
+
+    /// Resolves with the error once this replica's Raft core stops by itself (see
+    /// [`Node::fatal_error`]); never, if it stops because of `shutdown`.
+    pub async fn failed(&self) -> NodeError {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(e) = self.fatal_error() {
+                return e;
+            }
+            if metrics.changed().await.is_err() {
+                if self.inner.shutting_down.load(Ordering::Acquire) {
+                    return std::future::pending().await;
+                }
+                return self.fatal_error().unwrap_or_else(|| {
+                    NodeError::Unavailable("the raft core stopped without a reason".to_owned())
+                });
+            }
+        }
+    }
+
     /// The Raft term this node is in: what every reply's header carries. Cheaper than
     /// [`Node::status`], which also reads the log's and the state's figures.
     pub fn term(&self) -> u64 {
@@ -694,7 +727,7 @@ pub(crate) fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
 }
 
 /// Takes the exclusive lock on `<data_dir>/LOCK`, refusing to start if another process holds it.
-fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

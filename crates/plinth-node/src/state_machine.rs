@@ -532,6 +532,15 @@ pub(crate) struct SnapshotDir {
 }
 
 impl SnapshotDir {
+    /// The directory as it is, to read only: nothing is created or cleaned up.
+    pub(crate) fn at(dir: &Path) -> SnapshotDir {
+        SnapshotDir {
+            dir: dir.to_path_buf(),
+            write_lock: Mutex::new(()),
+            incoming: AtomicU64::new(0),
+        }
+    }
+
     /// Opens (creating) the directory and deletes what a crash left incoming.
     pub(crate) fn open(dir: &Path) -> io::Result<SnapshotDir> {
         fs::create_dir_all(dir)?;

@@ -135,7 +135,7 @@ impl Watcher {
                         // Batches went out since the timer was set: it fires again when due.
                         self.progress.as_mut().reset(due);
                     } else if let Some(revision) = self.idle_revision() {
-                        self.delivered = revision;
+                        self.delivered = self.delivered.max(revision);
                         let notice = self.sent(WatchBatch {
                             events: Vec::new(),
                             revision,
@@ -159,12 +159,12 @@ impl Watcher {
     }
 
     /// The revision a progress notice may claim: the state's, provided nothing is waiting in the
-    /// receiver (events are broadcast under the write lock, so none can be in flight).
+    /// receiver (events are broadcast under the write lock, so none can be in flight). A watch
+    /// from a revision the state has not reached yet is told the state's revision, never one
+    /// that does not exist.
     fn idle_revision(&self) -> Option<Revision> {
         let data = self.sm.read();
-        self.rx
-            .is_empty()
-            .then(|| self.delivered.max(data.state.revision()))
+        self.rx.is_empty().then(|| data.state.revision())
     }
 
     /// The next matching events from history, or `None` once history holds nothing after

@@ -208,6 +208,35 @@ async fn an_idle_watch_gets_a_progress_notice_with_the_current_revision() {
     node.shutdown().await;
 }
 
+/// A watch from a revision the store has not reached hears the store's revision in its notices,
+/// never the future one, and then only the events after the revision it asked for.
+#[tokio::test]
+async fn a_watch_from_a_future_revision_is_told_the_current_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = with_progress_every_200ms(dir.path()).await;
+    let current = put(&node, "a", "1").await;
+    let from = Revision(current.0 + 2);
+    let mut watcher = node.watch(KeySpan::Prefix(Vec::new()), from).await.unwrap();
+    let idle = next(&mut watcher).await;
+    assert!(idle.events.is_empty(), "{idle:?}");
+    assert_eq!(
+        idle.revision, current,
+        "the notice carries the store's revision"
+    );
+    put(&node, "b", "1").await;
+    put(&node, "c", "1").await;
+    let third = put(&node, "d", "1").await;
+    let batch = loop {
+        let batch = next(&mut watcher).await;
+        if !batch.events.is_empty() {
+            break batch;
+        }
+        assert!(batch.revision <= third, "{batch:?}");
+    };
+    assert_eq!(keys(&batch.events), ["d"]);
+    node.shutdown().await;
+}
+
 /// Events that go to other keys keep arriving at the watcher but are not its batches: its
 /// progress notice still comes once the interval has passed since its last batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
