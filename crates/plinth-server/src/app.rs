@@ -6,6 +6,7 @@
 //! cloned a boxed service and boxed a future per layer, per call (see docs/benchmarks.md).
 
 use crate::api::Api;
+use crate::error::ApiError;
 use crate::forward::Forwarder;
 use axum::extract::Request;
 use axum::response::Response;
@@ -69,7 +70,7 @@ impl Future for Reply {
             Reply::Grpc(call) => call
                 .as_mut()
                 .poll(cx)
-                .map_ok(|response| response.map(axum::body::Body::new)),
+                .map_ok(|response| contract_status(response).map(axum::body::Body::new)),
             Reply::Other(call) => call.as_mut().poll(cx),
         }
     }
@@ -126,4 +127,45 @@ impl Service<Request> for App {
         }
         Reply::Other(Box::pin(services.http.clone().call(request)))
     }
+}
+
+/// A gRPC error that tonic's own machinery answered before the call reached [`Api`] (it carries
+/// no `ErrorDetail`), given the contract's code and a sentence with the limit: a request message
+/// over the size limit is `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`), and one that is not
+/// valid protobuf is `INVALID_ARGUMENT` (tonic says `INTERNAL`, which a client could take for
+/// the server's fault). Such errors come before any reply message, so in the headers.
+fn contract_status(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers();
+    if !headers.contains_key("grpc-status") || headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    let message = status.message();
+    let error = match status.code() {
+        tonic::Code::OutOfRange if message.contains("message length too large") => {
+            let numbers: Vec<u64> = message
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            let text = match numbers.as_slice() {
+                [found, limit] => format!(
+                    "request message is {found} bytes; the limit for this call is {limit} bytes"
+                ),
+                _ => format!("request message is over this call's size limit ({message})"),
+            };
+            ApiError::new(plinth_core::ErrorCode::ResourceExhausted, "body", text)
+        }
+        tonic::Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            ApiError::invalid(
+                "body",
+                format!("request message is not this call's protobuf message: {message}"),
+            )
+        }
+        _ => return response,
+    };
+    tonic::Status::from(error).into_http()
 }

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub message: String,
     pub compacted_revision: u64,
     pub leader: String,
+    /// The HTTP status when the code's usual one does not fit (a body over the size limit is
+    /// 413, not the 429 of RESOURCE_EXHAUSTED, which invites a retry of the same body).
+    pub status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -26,7 +29,13 @@ impl ApiError {
             message: message.into(),
             compacted_revision: 0,
             leader: String::new(),
+            status: None,
         }
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = Some(status);
+        self
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -52,6 +61,9 @@ impl ApiError {
     }
 
     fn http_status(&self) -> StatusCode {
+        if let Some(status) = self.status {
+            return status;
+        }
         match self.code {
             ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,

@@ -139,7 +139,7 @@ async fn proxy(f: &Forwarder, mut request: Request, me: u64, leader: u64, addr: 
     }
 }
 
-pub(crate) fn is_grpc(request: &Request) -> bool {
+pub(crate) fn is_grpc<B>(request: &http::Request<B>) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

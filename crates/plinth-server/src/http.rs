@@ -109,6 +109,7 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
 }
@@ -126,10 +127,28 @@ async fn unknown_path(uri: axum::http::Uri) -> Response {
     .into_response()
 }
 
+/// A path the API has, called with a method it does not take: a problem, like every error.
+async fn method_not_allowed(method: http::Method, uri: axum::http::Uri) -> Response {
+    let takes = if uri.path().starts_with("/v1/") && uri.path() != "/v1/maintenance/snapshot" {
+        "POST"
+    } else {
+        "GET"
+    };
+    ApiError::invalid(
+        "method",
+        format!(
+            "{method} is not allowed on {}; it takes {takes}",
+            uri.path()
+        ),
+    )
+    .with_status(http::StatusCode::METHOD_NOT_ALLOWED)
+    .into_response()
+}
+
 /// Parses the body as the request message, runs the call, renders the reply or the problem.
 async fn call<Req, Resp, F, Fut>(body: Result<Bytes, BytesRejection>, f: F) -> Response
 where
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + Serialize,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: Future<Output = Result<Resp, ApiError>>,
@@ -144,33 +163,34 @@ where
     }
 }
 
-fn parse<Req: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<Req, ApiError> {
-    let body = body.map_err(|e| {
-        ApiError::new(
-            ErrorCode::ResourceExhausted,
-            "body",
-            format!("request body could not be read ({e}); the limit is {BODY_BYTES_MAX} bytes"),
-        )
-    })?;
+fn parse<Req: DeserializeOwned + Serialize>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Req, ApiError> {
+    let body = body.map_err(body_error)?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         &body
     };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid(
+    json::decode_text(body).map_err(|e| ApiError::invalid(&e.field, e.message))
+}
+
+/// Why a body could not be read: past the size limit (413, not a 429 that invites a retry of
+/// the same body), or a transfer that broke off or was malformed (400).
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::ResourceExhausted,
             "body",
-            "request body must be a JSON object",
-        ));
-    }
-    json::decode(value).map_err(|e| {
+            format!("request body is over the limit of {BODY_BYTES_MAX} bytes"),
+        )
+        .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+    } else {
         ApiError::invalid(
             "body",
-            format!("request body does not match the request message: {e}"),
+            format!("request body could not be read: {}", rejection.body_text()),
         )
-    })
+    }
 }
 
 async fn watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -261,6 +281,14 @@ async fn metrics(State(api): State<Api>) -> Response {
 /// Ready when a leader is known: this node can then serve every call, itself or by forwarding
 /// it. Read locally, so every member of a cluster answers for itself.
 async fn ready(State(api): State<Api>) -> Response {
+    if let Some(e) = api.node.fatal_error() {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "",
+            format!("this node failed and cannot serve: {e}"),
+        )
+        .into_response();
+    }
     match api.read(true, |s| s.revision()).await {
         Ok(_) if api.node.status().leader_id.is_some() => "ready\n".into_response(),
         Ok(_) => {

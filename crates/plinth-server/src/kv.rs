@@ -131,15 +131,18 @@ impl Api {
                 "key is empty; give a key, or prefix: true to watch every key",
             ));
         }
-        let after = match r.from_revision {
-            Some(revision) => Revision(revision),
-            None => self.read(true, |s| s.revision()).await?.0,
-        };
+        // "From now" reads the revision linearizably; a given revision needs only the local one.
+        let (current, _) = self
+            .read(r.from_revision.is_some(), |s| s.revision())
+            .await?;
+        let after = r.from_revision.map_or(current, Revision);
         let watcher = self.node.watch(span, after).await?;
         // The first message says where the watch starts, so a client watching "from now" can
-        // resume from there after a disconnect that comes before any event.
+        // resume from there after a disconnect that comes before any event. A watch from a
+        // revision the store has not reached starts at the store's: a header never carries a
+        // revision that does not exist yet.
         let start = pb::WatchResponse {
-            header: Some(self.header(after)),
+            header: Some(self.header(after.min(current))),
             events: Vec::new(),
         };
         let api = self.clone();

@@ -43,6 +43,7 @@ mod api;
 mod app;
 mod cluster;
 mod config;
+mod connections;
 mod convert;
 mod error;
 mod forward;
@@ -55,16 +56,14 @@ mod metrics;
 mod queue;
 mod registry;
 mod schedule;
-mod unvectored;
 
 pub use api::Api;
+pub use connections::{MAX_CONNECTIONS_DEFAULT, RESERVED_DESCRIPTORS, ServeOptions};
 pub use error::ApiError;
 pub use forward::FORWARDED_BY;
 pub use http::BODY_BYTES_MAX;
 
 use app::{App, Services};
-use axum::ServiceExt as _;
-use axum::serve::ListenerExt as _;
 use plinth_node::Node;
 use plinth_proto::v1::{
     cluster_server::ClusterServer, config_server::ConfigServer, election_server::ElectionServer,
@@ -76,30 +75,35 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends open watches and drains
-/// connections.
+/// connections (for at most `DRAIN_TIMEOUT`).
 pub async fn serve(
     node: Node,
     listener: TcpListener,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api = Api::new(node, stop_rx);
+    let api = Api::new(node, stop_rx.clone());
+    // Every request may be as large as a command (a txn of many values, a batch of bodies) and
+    // no larger; a larger one is refused as it arrives, before it is read whole.
     let app = App::new(Services {
-        kv: KvServer::new(api.clone()),
-        lease: LeaseServer::new(api.clone()),
-        lock: LockServer::new(api.clone()),
-        election: ElectionServer::new(api.clone()),
+        kv: KvServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
+        lease: LeaseServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
+        lock: LockServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
+        election: ElectionServer::new(api.clone())
+            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
         // A receive can carry 100 bodies of 1 MiB.
         queue: QueueServer::new(api.clone())
-            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        scheduler: SchedulerServer::new(api.clone()),
+        scheduler: SchedulerServer::new(api.clone())
+            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
         // A snapshot or a watch message can carry a whole 1 MiB config, or many instances.
         config: ConfigServer::new(api.clone())
-            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
         registry: RegistryServer::new(api.clone())
-            .max_decoding_message_size(BULK_MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
         maintenance: MaintenanceServer::new(api.clone()),
         cluster: ClusterServer::new(api.clone()),
@@ -107,24 +111,16 @@ pub async fn serve(
         forwarder: forward::Forwarder::new(api.clone()),
         http: http::router(api),
     });
-    let mut stopping = stop_tx.subscribe();
-    // Replies go out at once: with Nagle's algorithm on, a reply written in several pieces
-    // waits for the client's delayed ACK, about 40 ms on Linux.
-    // Small frames leave together (see `unvectored`).
-    let listener = unvectored::UnvectoredListener(listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    }));
-    let server =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stopping = stop_rx.clone();
+    let server = connections::serve(listener, app, options, stop_rx);
     // A client that stops reading must not hold the shutdown hostage: after the signal,
     // connections get DRAIN_TIMEOUT to finish, then the server stops anyway.
     tokio::select! {
-        result = server => result,
+        () = server => Ok(()),
         _ = async {
             let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -135,9 +131,14 @@ pub async fn serve(
     }
 }
 
-/// The largest message on the wire for the calls that carry many bodies at once: a full queue
-/// receive (100 bodies of 1 MiB), a batch send, a whole config, every instance of a service.
+/// The largest reply on the wire for the calls that carry many bodies at once: a full queue
+/// receive (100 bodies of 1 MiB), a whole config, every instance of a service.
 pub const BULK_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// The largest request message: a command of the most bytes a command may have
+/// (`limits::COMMAND_BYTES_MAX`) and room for its framing, so that core's check, which names
+/// the limit, is what refuses a request just over it.
+pub const REQUEST_MESSAGE_BYTES_MAX: usize = plinth_core::limits::COMMAND_BYTES_MAX + (1 << 20);
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

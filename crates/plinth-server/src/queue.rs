@@ -5,7 +5,7 @@
 
 use crate::api::{Api, unexpected};
 use crate::error::ApiError;
-use plinth_core::limits::QUEUE_WAIT_MS_MAX;
+use plinth_core::limits::{self, QUEUE_WAIT_MS_MAX};
 use plinth_core::queue::{
     AckFailure, Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
 };
@@ -15,26 +15,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The settings a 0 in `QueueConfig` stands for.
-const DEFAULT_VISIBILITY_MS: u64 = 30_000;
-const DEFAULT_MAX_RECEIVES: u32 = 5;
-const DEFAULT_RETENTION_MS: u64 = 4 * 24 * 3600 * 1000;
-const DEFAULT_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
-
+/// The config with each 0 read as its default.
 fn config(c: pb::QueueConfig) -> QueueConfig {
     let or = |value: u64, default: u64| if value == 0 { default } else { value };
     QueueConfig {
-        visibility_ms: or(c.visibility_ms, DEFAULT_VISIBILITY_MS),
+        visibility_ms: or(c.visibility_ms, limits::QUEUE_VISIBILITY_MS_DEFAULT),
         max_receives: if c.max_receives == 0 {
-            DEFAULT_MAX_RECEIVES
+            limits::QUEUE_MAX_RECEIVES_DEFAULT
         } else {
             c.max_receives
         },
         dead_letter_queue: (!c.dead_letter_queue.is_empty()).then_some(c.dead_letter_queue),
-        retention_ms: or(c.retention_ms, DEFAULT_RETENTION_MS),
-        max_body_bytes: or(c.max_body_bytes, plinth_core::limits::QUEUE_BODY_BYTES_MAX),
+        retention_ms: or(c.retention_ms, limits::QUEUE_RETENTION_MS_DEFAULT),
+        max_body_bytes: or(c.max_body_bytes, limits::QUEUE_BODY_BYTES_MAX),
         delay_ms: c.delay_ms,
-        dedup_window_ms: or(c.dedup_window_ms, DEFAULT_DEDUP_WINDOW_MS),
+        dedup_window_ms: or(c.dedup_window_ms, limits::QUEUE_DEDUP_WINDOW_MS_DEFAULT),
         fifo: c.fifo,
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::{Api, unexpected};
 use crate::error::ApiError;
-use plinth_core::limits::QUEUE_WAIT_MS_MAX;
+use plinth_core::limits::{self, SCHEDULE_WAIT_MS_MAX};
 use plinth_core::schedule::{
     Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
     ScheduleOutput, Spec,
@@ -12,11 +12,6 @@ use plinth_core::{Command, ErrorCode, FencingToken, Output};
 use plinth_proto::v1 as pb;
 use std::time::Duration;
 use tokio::time::Instant;
-
-const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-const DEFAULT_BACKOFF_MS: u64 = 1000;
-const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-const DEFAULT_MISFIRE_GRACE_MS: u64 = 60_000;
 
 fn spec(s: pb::ScheduleSpec) -> Result<Spec, ApiError> {
     let given = [
@@ -97,15 +92,17 @@ fn policy(p: pb::SchedulePolicy) -> Result<Policy, ApiError> {
     };
     Ok(Policy {
         max_attempts: if p.max_attempts == 0 {
-            DEFAULT_MAX_ATTEMPTS
+            limits::SCHEDULE_ATTEMPTS_DEFAULT
         } else {
             p.max_attempts
         },
-        backoff_ms: p.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
-        timeout_ms: or(p.timeout_ms, DEFAULT_TIMEOUT_MS),
+        backoff_ms: p.backoff_ms.unwrap_or(limits::SCHEDULE_BACKOFF_MS_DEFAULT),
+        timeout_ms: or(p.timeout_ms, limits::SCHEDULE_TIMEOUT_MS_DEFAULT),
         overlap,
         misfire,
-        misfire_grace_ms: p.misfire_grace_ms.unwrap_or(DEFAULT_MISFIRE_GRACE_MS),
+        misfire_grace_ms: p
+            .misfire_grace_ms
+            .unwrap_or(limits::SCHEDULE_MISFIRE_GRACE_MS_DEFAULT),
     })
 }
 
@@ -349,11 +346,11 @@ impl Api {
         &self,
         r: pb::ScheduleClaimRequest,
     ) -> Result<pb::ScheduleClaimResponse, ApiError> {
-        if r.wait_ms > QUEUE_WAIT_MS_MAX {
+        if r.wait_ms > SCHEDULE_WAIT_MS_MAX {
             return Err(ApiError::invalid(
                 "wait",
                 format!(
-                    "wait is {}ms; the maximum is {QUEUE_WAIT_MS_MAX}ms",
+                    "wait is {}ms; the maximum is {SCHEDULE_WAIT_MS_MAX}ms",
                     r.wait_ms
                 ),
             ));
