@@ -271,7 +271,7 @@ impl Client {
 
     pub async fn lease_grant(&self, ttl: Duration) -> Result<pb::LeaseInfo, Error> {
         let request = pb::LeaseGrantRequest {
-            ttl_ms: ttl.as_millis() as u64,
+            ttl_ms: millis(ttl),
             id: 0,
         };
         let reply = self.lease.clone().grant(request).await?.into_inner();
@@ -474,6 +474,12 @@ impl Client {
             .await?
             .into_inner())
     }
+}
+
+/// A duration as the API's milliseconds. One too long for them saturates, so that the server
+/// refuses it naming the field's limit, instead of wrapping to a short one.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

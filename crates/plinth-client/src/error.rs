@@ -61,12 +61,13 @@ impl From<tonic::Status> for Error {
             };
         }
         // No plinth detail: the failure happened before our server saw the call (transport,
-        // proxy, a server going down mid-call).
+        // proxy, a server going down mid-call) or in this client (a reply over its message
+        // limit is OUT_OF_RANGE from tonic: sending it again would fail the same way).
         let code = match status.code() {
             tonic::Code::InvalidArgument => Code::InvalidArgument,
             tonic::Code::NotFound => Code::NotFound,
             tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
-            tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => Code::ResourceExhausted,
             tonic::Code::Unauthenticated => Code::Unauthenticated,
             tonic::Code::PermissionDenied => Code::PermissionDenied,
             tonic::Code::Internal | tonic::Code::Unimplemented | tonic::Code::DataLoss => {
@@ -81,5 +82,26 @@ impl From<tonic::Status> for Error {
 impl From<tonic::transport::Error> for Error {
     fn from(e: tonic::transport::Error) -> Error {
         Error::new(Code::Unavailable, format!("cannot reach the server: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_over_a_size_limit_or_undecodable_is_not_transient() {
+        // What tonic answers by itself, with no plinth detail.
+        let too_large = Error::from(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5 bytes, the limit is: 4 bytes",
+        ));
+        assert_eq!(too_large.code, Code::ResourceExhausted);
+        assert!(!too_large.is_transient());
+        let undecodable = Error::from(tonic::Status::internal(
+            "failed to decode Protobuf message: x",
+        ));
+        assert_eq!(undecodable.code, Code::Internal);
+        assert!(!undecodable.is_transient());
+        assert!(Error::from(tonic::Status::unavailable("down")).is_transient());
     }
 }

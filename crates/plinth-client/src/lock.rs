@@ -5,7 +5,7 @@
 //! stall right after checking it. What makes a stale holder harmless is the fencing token, passed
 //! with every write ([`Client::put_fenced`]) and checked by the system written to.
 
-use crate::client::Client;
+use crate::client::{Client, millis};
 use crate::error::{Code, Error};
 use plinth_proto::v1 as pb;
 use std::time::Duration;
@@ -26,11 +26,12 @@ pub struct LockOptions {
 }
 
 impl LockOptions {
-    /// A mutex held for `owner` with a 10 s ttl, failing at once if taken.
+    /// A mutex held for `owner` with a 10 s ttl (`LOCK_TTL_MS_DEFAULT`), failing at once if
+    /// taken.
     pub fn new(owner: impl Into<String>) -> LockOptions {
         LockOptions {
             owner: owner.into(),
-            ttl: Duration::from_secs(10),
+            ttl: Duration::from_millis(plinth_proto::limits::LOCK_TTL_MS_DEFAULT),
             wait: None,
             permits: 1,
         }
@@ -50,10 +51,6 @@ impl LockOptions {
         self.permits = permits;
         self
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Client {

@@ -2,7 +2,7 @@
 //! with exponential backoff on failure, extends visibility while a handler works, and shuts down
 //! gracefully.
 
-use crate::client::Client;
+use crate::client::{Client, millis};
 use crate::error::{Code, Error};
 use plinth_proto::v1 as pb;
 use std::future::Future;
@@ -12,12 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// The server's limits on a nack: its delay and its reason.
-const DELAY_MAX: Duration = Duration::from_secs(15 * 60);
-const REASON_BYTES_MAX: usize = 1024;
+use plinth_proto::limits::{
+    QUEUE_DELAY_MS_MAX, QUEUE_REASON_BYTES_MAX as REASON_BYTES_MAX, QUEUE_VISIBILITY_MS_MAX,
+};
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+const DELAY_MAX: Duration = Duration::from_millis(QUEUE_DELAY_MS_MAX);
 
 impl Client {
     /// Creates a queue (0 fields of `config` take the defaults); an existing queue with the same
@@ -399,8 +398,10 @@ impl Worker {
             }
         };
         // Within the server's limits: at least 200 ms, at most 12 h.
-        let visibility =
-            visibility.clamp(Duration::from_millis(200), Duration::from_secs(12 * 3600));
+        let visibility = visibility.clamp(
+            Duration::from_millis(200),
+            Duration::from_millis(QUEUE_VISIBILITY_MS_MAX),
+        );
         // Receipts of handled messages, acked by the next receive in the same write.
         let mut to_ack: Vec<String> = Vec::new();
         while !*self.stopped.borrow() {

@@ -1,7 +1,7 @@
 //! The service registry: the calls, a [`Registration`] that heartbeats in the background, and a
 //! [`Resolver`] that keeps a watched local list of a service's instances and picks one.
 
-use crate::client::Client;
+use crate::client::{Client, millis};
 use crate::error::{Code, Error};
 use plinth_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -10,10 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl Client {
     /// Registers an instance once, with no heartbeats: see [`Client::register`] for a
@@ -159,7 +155,7 @@ impl RegisterOptions {
             instance: instance.into(),
             address: address.into(),
             metadata: BTreeMap::new(),
-            ttl: Duration::from_secs(10),
+            ttl: Duration::from_millis(plinth_proto::limits::REGISTRY_TTL_MS_DEFAULT),
             status: "passing".into(),
         }
     }

@@ -1,7 +1,7 @@
 //! The scheduler: the calls, and a [`Worker`] that claims runs in batches, runs handlers
 //! concurrently, heartbeats while they run, completes or fails them, and shuts down gracefully.
 
-use crate::client::Client;
+use crate::client::{Client, millis};
 use crate::error::{Code, Error};
 use plinth_proto::v1 as pb;
 use std::future::Future;
@@ -11,12 +11,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// What the server keeps of a failed run's error and of a completed run's result.
-const ERROR_BYTES_MAX: usize = 1024;
-const RESULT_BYTES_MAX: usize = 64 * 1024;
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use plinth_proto::limits::{
+    SCHEDULE_ERROR_BYTES_MAX as ERROR_BYTES_MAX, SCHEDULE_RESULT_BYTES_MAX as RESULT_BYTES_MAX,
+};
 
 impl Client {
     /// Creates a schedule; 0 fields of `policy` take the defaults.

@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub tick_interval: Option<String>,
     pub snapshot_logs: Option<u64>,
     pub worker_threads: Option<usize>,
+    pub max_connections: Option<usize>,
+    /// e.g. "5m"
+    pub idle_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -33,12 +36,29 @@ impl FileConfig {
     }
 
     pub fn tick_interval(&self) -> anyhow::Result<Option<Duration>> {
-        self.tick_interval
-            .as_deref()
-            .map(|t| {
-                crate::parse_duration(t)
-                    .map_err(|e| anyhow::anyhow!("tick_interval in the config file: {e}"))
-            })
-            .transpose()
+        duration(
+            "tick_interval",
+            &self.tick_interval,
+            crate::serve::TICK_INTERVAL_MS_MAX,
+        )
     }
+
+    pub fn idle_timeout(&self) -> anyhow::Result<Option<Duration>> {
+        duration(
+            "idle_timeout",
+            &self.idle_timeout,
+            crate::serve::IDLE_TIMEOUT_MS_MAX,
+        )
+    }
+}
+
+/// The file's duration `key`, of at most `max_ms`.
+fn duration(key: &str, text: &Option<String>, max_ms: u64) -> anyhow::Result<Option<Duration>> {
+    text.as_deref()
+        .map(|t| {
+            crate::ms_up_to(max_ms)(t)
+                .map(crate::Ms::duration)
+                .map_err(|e| anyhow::anyhow!("{key} in the config file: {e}"))
+        })
+        .transpose()
 }

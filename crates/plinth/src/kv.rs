@@ -177,11 +177,10 @@ pub async fn run(opts: &ClientOpts, command: KvCommand) -> anyhow::Result<ExitCo
                     body
                 }
             };
-            let value: serde_json::Value = serde_json::from_str(&body)
-                .map_err(|e| anyhow::anyhow!("the txn is not valid JSON: {e}"))?;
-            let request: pb::TxnRequest = plinth_proto::json::decode(value).map_err(|e| {
-                anyhow::anyhow!("the txn does not match {{compares, success, failure}}: {e}")
-            })?;
+            let request: pb::TxnRequest = plinth_proto::json::decode_text(body.as_bytes())
+                .map_err(|e| {
+                    anyhow::anyhow!("the txn is not {{compares, success, failure}} as JSON: {e}")
+                })?;
             let reply = client.txn(request).await?;
             if opts.json {
                 json(&reply);

@@ -1,7 +1,8 @@
 //! `plinth lease ...`: grant, keepalive, revoke, ttl and list.
 
-use crate::ClientOpts;
 use crate::output::{connect, json, text};
+use crate::{ClientOpts, Ms, ms_up_to};
+use plinth_proto::limits;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use std::time::Duration;
 pub enum LeaseCommand {
     /// Grant a lease with this time-to-live (500ms to 7 days) and print its id.
     Grant {
-        #[arg(value_parser = crate::parse_duration)]
-        ttl: Duration,
+        #[arg(value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Ms,
     },
     /// Keep a lease alive until interrupted.
     Keepalive { id: u64 },
@@ -31,7 +32,7 @@ pub async fn run(opts: &ClientOpts, command: LeaseCommand) -> anyhow::Result<Exi
     let client = connect(opts).await?;
     match command {
         LeaseCommand::Grant { ttl } => {
-            let lease = client.lease_grant(ttl).await?;
+            let lease = client.lease_grant(ttl.duration()).await?;
             if opts.json {
                 json(&lease);
             } else {

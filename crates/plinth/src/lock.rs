@@ -1,10 +1,11 @@
 //! `plinth lock ...` and `plinth election ...`: locks with fencing tokens, running a command
 //! under a lock, and leader elections.
 
-use crate::ClientOpts;
 use crate::output::{connect, json, text};
+use crate::{ClientOpts, Ms, ms_up_to};
 use anyhow::Context as _;
 use plinth_client::{LockGuard, LockOptions, pb};
+use plinth_proto::limits;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -24,11 +25,11 @@ pub enum LockCommand {
         #[arg(long)]
         owner: String,
         /// How long the hold lasts without renewal (500ms to 7 days).
-        #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-        ttl: Duration,
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Ms,
         /// Queue for the lock this long if it is taken (at most 5m); without it, fail at once.
-        #[arg(long, value_parser = crate::parse_duration)]
-        wait: Option<Duration>,
+        #[arg(long, value_parser = ms_up_to(limits::LOCK_WAIT_MS_MAX))]
+        wait: Option<Ms>,
         /// Permits of a counting semaphore; every holder must give the same number.
         #[arg(long, default_value_t = 1)]
         permits: u32,
@@ -38,8 +39,8 @@ pub enum LockCommand {
         name: String,
         token: u64,
         /// A new ttl; the acquire's ttl when absent.
-        #[arg(long, value_parser = crate::parse_duration)]
-        ttl: Option<Duration>,
+        #[arg(long, value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Option<Ms>,
     },
     /// Release a hold; the next waiter gets the lock.
     Release { name: String, token: u64 },
@@ -56,11 +57,11 @@ pub enum LockCommand {
         /// Who holds the lock; this host and process id when absent.
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-        ttl: Duration,
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Ms,
         /// Queue for the lock this long if it is taken; without it, fail at once.
-        #[arg(long, value_parser = crate::parse_duration)]
-        wait: Option<Duration>,
+        #[arg(long, value_parser = ms_up_to(limits::LOCK_WAIT_MS_MAX))]
+        wait: Option<Ms>,
         #[arg(long, default_value_t = 1)]
         permits: u32,
         /// The command and its arguments, after `--`.
@@ -81,8 +82,8 @@ pub enum ElectionCommand {
         /// The value to lead with, e.g. an address.
         #[arg(long, default_value = "")]
         value: String,
-        #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-        ttl: Duration,
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Ms,
     },
     /// Print the current leader (exit status 1 if there is none).
     Leader { name: String },
@@ -141,8 +142,8 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
         } => {
             let options = LockOptions {
                 owner,
-                ttl,
-                wait,
+                ttl: ttl.duration(),
+                wait: wait.map(Ms::duration),
                 permits,
             };
             let hold = client.lock_acquire(name, &options).await?;
@@ -153,7 +154,12 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
             }
         }
         LockCommand::Renew { name, token, ttl } => {
-            print_hold(opts, &client.lock_renew(name, token, ttl).await?);
+            print_hold(
+                opts,
+                &client
+                    .lock_renew(name, token, ttl.map(Ms::duration))
+                    .await?,
+            );
         }
         LockCommand::Release { name, token } => {
             let reply = client.lock_release(name.clone(), token).await?;
@@ -205,8 +211,8 @@ pub async fn run(opts: &ClientOpts, command: LockCommand) -> anyhow::Result<Exit
         } => {
             let options = LockOptions {
                 owner: owner.unwrap_or_else(this_process),
-                ttl,
-                wait,
+                ttl: ttl.duration(),
+                wait: wait.map(Ms::duration),
                 permits,
             };
             // Listening before acquiring: a signal during the wait or the start must not leave
@@ -303,7 +309,7 @@ pub async fn run_election(opts: &ClientOpts, command: ElectionCommand) -> anyhow
             ttl,
         } => {
             let candidate = candidate.unwrap_or_else(this_process);
-            let election = client.election(name, candidate, value, ttl);
+            let election = client.election(name, candidate, value, ttl.duration());
             let mut stop = Box::pin(crate::stop_signal());
             let leadership = tokio::select! {
                 leadership = election.campaign() => leadership?,

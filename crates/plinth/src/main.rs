@@ -8,6 +8,7 @@ mod lock;
 mod output;
 mod queue;
 mod registry;
+mod repair;
 mod schedule;
 mod serve;
 mod service_config;
@@ -53,6 +54,8 @@ pub struct ClientOpts {
 enum Top {
     /// Run a plinth node.
     Serve(serve::ServeArgs),
+    /// Check a stopped node's log and, with --accept-loss, cut it where it is damaged.
+    Repair(repair::RepairArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Top::Serve(args) => serve::main(args),
+        Top::Repair(args) => repair::main(args),
         Top::Client(command) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             match runtime(threads, None) {
@@ -219,11 +223,59 @@ async fn client_command(command: ClientCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h30m`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 5m ({e})"))
+/// A duration argument, in the milliseconds the API takes; shown in its largest whole unit
+/// (`30s`, `4d`, `1500ms`), as it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ms(pub u64);
+
+impl Ms {
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
 }
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [(u64, &str); 4] = [
+            (24 * 3600 * 1000, "d"),
+            (3600 * 1000, "h"),
+            (60 * 1000, "m"),
+            (1000, "s"),
+        ];
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 != 0 && self.0.is_multiple_of(*unit))
+        {
+            Some((unit, name)) => write!(f, "{}{name}", self.0 / unit),
+            None if self.0 == 0 => f.write_str("0s"),
+            None => write!(f, "{}ms", self.0),
+        }
+    }
+}
+
+/// A parser of duration arguments (`500ms`, `10s`, `5m`, `1h30m`, `7d`) of at most `max_ms`:
+/// a longer one is refused with the limit, never wrapped or cut to fit.
+pub fn ms_up_to(
+    max_ms: u64,
+) -> impl Fn(&str) -> Result<Ms, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let duration = humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 5m ({e})"))?;
+        u64::try_from(duration.as_millis())
+            .ok()
+            .filter(|ms| *ms <= max_ms)
+            .map(Ms)
+            .ok_or_else(|| {
+                format!(
+                    "{text} is longer than the most it may be here, {} ({max_ms} ms)",
+                    Ms(max_ms)
+                )
+            })
+    }
+}
+
+/// The longest wait a command that runs until it is idle (`--exit-when-idle`) may be told.
+pub const IDLE_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: how a command that holds something (a server, a
 /// lock, a leadership) learns to let go before it exits. The handlers are installed when this is

@@ -1,17 +1,17 @@
 //! `plinth queue ...`: create, send, receive, ack, nack, stats, list, redrive, purge, delete, and
 //! consume (a command per message).
 
-use crate::ClientOpts;
 use crate::output::{connect, json, text};
+use crate::{ClientOpts, Ms, ms_up_to};
 use anyhow::Context as _;
 use plinth_client::{ConsumerOptions, pb};
+use plinth_proto::limits;
 use std::io::BufRead as _;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
-/// Messages per send: the server's batch limit.
-const SEND_BATCH_MAX: usize = 100;
+use plinth_proto::limits::QUEUE_SEND_BATCH_MAX as SEND_BATCH_MAX;
 
 #[derive(clap::Subcommand)]
 pub enum QueueCommand {
@@ -19,25 +19,25 @@ pub enum QueueCommand {
     Create {
         name: String,
         /// How long a received message stays invisible before it is delivered again.
-        #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
-        visibility: std::time::Duration,
+        #[arg(long, default_value_t = Ms(limits::QUEUE_VISIBILITY_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_VISIBILITY_MS_MAX))]
+        visibility: Ms,
         /// Receives after which a message that comes back goes to the dead-letter queue.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = limits::QUEUE_MAX_RECEIVES_DEFAULT)]
         max_receives: u32,
         /// The dead-letter queue (it must exist).
         #[arg(long)]
         dlq: Option<String>,
         /// How long a message is kept (1m to 14d).
-        #[arg(long, default_value = "4d", value_parser = crate::parse_duration)]
-        retention: std::time::Duration,
+        #[arg(long, default_value_t = Ms(limits::QUEUE_RETENTION_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_RETENTION_MS_MAX))]
+        retention: Ms,
         /// The delay of a send that gives none.
-        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
-        delay: std::time::Duration,
+        #[arg(long, default_value_t = Ms(0), value_parser = ms_up_to(limits::QUEUE_DELAY_MS_MAX))]
+        delay: Ms,
         /// How long a dedup id is remembered.
-        #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
-        dedup_window: std::time::Duration,
+        #[arg(long, default_value_t = Ms(limits::QUEUE_DEDUP_WINDOW_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_DEDUP_WINDOW_MS_MAX))]
+        dedup_window: Ms,
         /// The largest body, in bytes (at most 1 MiB).
-        #[arg(long, default_value_t = 1024 * 1024)]
+        #[arg(long, default_value_t = limits::QUEUE_BODY_BYTES_MAX)]
         max_body_bytes: u64,
         /// A FIFO queue: every send names a group; each group is delivered in order, one at a time.
         #[arg(long)]
@@ -47,8 +47,8 @@ pub enum QueueCommand {
     Send {
         name: String,
         body: Option<String>,
-        #[arg(long, value_parser = crate::parse_duration)]
-        delay: Option<std::time::Duration>,
+        #[arg(long, value_parser = ms_up_to(limits::QUEUE_DELAY_MS_MAX))]
+        delay: Option<Ms>,
         #[arg(long)]
         dedup_id: Option<String>,
         #[arg(long)]
@@ -62,11 +62,11 @@ pub enum QueueCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         max: u32,
-        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
-        wait: std::time::Duration,
+        #[arg(long, default_value_t = Ms(0), value_parser = ms_up_to(limits::QUEUE_WAIT_MS_MAX))]
+        wait: Ms,
         /// Visibility of these deliveries instead of the queue's.
-        #[arg(long, value_parser = crate::parse_duration)]
-        visibility: Option<std::time::Duration>,
+        #[arg(long, value_parser = ms_up_to(limits::QUEUE_VISIBILITY_MS_MAX))]
+        visibility: Option<Ms>,
         /// Ack this receipt first, in the same write (repeatable); one that cannot ack is
         /// reported on stderr and does not stop the receive.
         #[arg(long = "ack", value_name = "RECEIPT")]
@@ -78,8 +78,8 @@ pub enum QueueCommand {
     Nack {
         name: String,
         receipt: String,
-        #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
-        delay: std::time::Duration,
+        #[arg(long, default_value_t = Ms(0), value_parser = ms_up_to(limits::QUEUE_DELAY_MS_MAX))]
+        delay: Ms,
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -109,8 +109,8 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// Stop once a receive has waited this long and found nothing.
-        #[arg(long, value_parser = crate::parse_duration)]
-        exit_when_idle: Option<std::time::Duration>,
+        #[arg(long, value_parser = ms_up_to(crate::IDLE_MS_MAX))]
+        exit_when_idle: Option<Ms>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -132,7 +132,7 @@ fn info_line(q: &pb::QueueInfo) -> String {
 
 pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let client = connect(opts).await?;
-    let ms = |d: Duration| d.as_millis() as u64;
+    let ms = |d: Ms| d.0;
     match command {
         QueueCommand::Create {
             name,
@@ -253,7 +253,7 @@ pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<Exi
             reason,
         } => {
             let dead = client
-                .queue_nack(name, receipt.clone(), delay, reason)
+                .queue_nack(name, receipt.clone(), delay.duration(), reason)
                 .await?;
             if opts.json {
                 println!("{}", serde_json::json!({ "dead_lettered": dead }));
@@ -330,7 +330,16 @@ pub async fn run(opts: &ClientOpts, command: QueueCommand) -> anyhow::Result<Exi
             concurrency,
             exit_when_idle,
             command,
-        } => return consume(client, name, concurrency, exit_when_idle, command).await,
+        } => {
+            return consume(
+                client,
+                name,
+                concurrency,
+                exit_when_idle.map(Ms::duration),
+                command,
+            )
+            .await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,12 @@
 //! `plinth registry ...`: register (in the foreground, heartbeating), list, watch, status,
 //! deregister and services.
 
-use crate::ClientOpts;
 use crate::output::{connect, json};
+use crate::{ClientOpts, Ms, ms_up_to};
 use anyhow::bail;
 use plinth_client::{RegisterOptions, pb};
+use plinth_proto::limits;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum RegistryCommand {
@@ -17,8 +17,8 @@ pub enum RegistryCommand {
         instance: String,
         address: String,
         /// The instance leaves this long after its last heartbeat (500ms to 7 days).
-        #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
-        ttl: Duration,
+        #[arg(long, default_value_t = Ms(limits::REGISTRY_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        ttl: Ms,
         /// Metadata as KEY=VALUE (repeatable).
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
@@ -69,7 +69,7 @@ pub async fn run(opts: &ClientOpts, command: RegistryCommand) -> anyhow::Result<
             status,
         } => {
             let mut options = RegisterOptions::new(service, instance, address)
-                .ttl(ttl)
+                .ttl(ttl.duration())
                 .status(status);
             for pair in &meta {
                 let Some((key, value)) = pair.split_once('=') else {

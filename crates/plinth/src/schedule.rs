@@ -1,9 +1,10 @@
 //! `plinth schedule ...` and `plinth worker run`: schedules, their runs, and a worker that runs a
 //! command per claimed run.
 
-use crate::ClientOpts;
 use crate::output::{connect, json, rfc3339, text};
+use crate::{ClientOpts, Ms, ms_up_to};
 use plinth_client::{WorkerOptions, pb};
+use plinth_proto::limits;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
@@ -15,14 +16,14 @@ pub struct SpecArgs {
     #[arg(long)]
     cron: Option<String>,
     /// Every this long (at least 1s).
-    #[arg(long, value_parser = crate::parse_duration)]
-    every: Option<Duration>,
+    #[arg(long, value_parser = ms_up_to(limits::SCHEDULE_INTERVAL_MS_MAX))]
+    every: Option<Ms>,
     /// Once, at this RFC 3339 time (e.g. 2027-01-01T00:00:00Z).
     #[arg(long)]
     at: Option<String>,
     /// Once, this long from now.
-    #[arg(long = "in", value_parser = crate::parse_duration)]
-    after: Option<Duration>,
+    #[arg(long = "in", value_parser = ms_up_to(limits::SCHEDULE_DELAY_MS_MAX))]
+    after: Option<Ms>,
 }
 
 #[derive(clap::Subcommand)]
@@ -39,22 +40,22 @@ pub enum ScheduleCommand {
         #[arg(long, default_value = "")]
         job: String,
         /// Attempts before a run is dead.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = limits::SCHEDULE_ATTEMPTS_DEFAULT)]
         max_attempts: u32,
         /// The first retry delay; it doubles per attempt.
-        #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
-        backoff: Duration,
+        #[arg(long, default_value_t = Ms(limits::SCHEDULE_BACKOFF_MS_DEFAULT), value_parser = ms_up_to(limits::SCHEDULE_BACKOFF_MS_MAX))]
+        backoff: Ms,
         /// The claim lease: a run not completed or heartbeated within it is retried.
-        #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
-        timeout: Duration,
+        #[arg(long, default_value_t = Ms(limits::SCHEDULE_TIMEOUT_MS_DEFAULT), value_parser = ms_up_to(limits::SCHEDULE_TIMEOUT_MS_MAX))]
+        timeout: Ms,
         /// allow, skip or queue: a fire time while an earlier run is unfinished.
         #[arg(long, default_value = "allow")]
         overlap: String,
         /// run-once, run-all or skip: fire times missed by more than --misfire-grace.
         #[arg(long, default_value = "run-once")]
         misfire: String,
-        #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
-        misfire_grace: Duration,
+        #[arg(long, default_value_t = Ms(limits::SCHEDULE_MISFIRE_GRACE_MS_DEFAULT), value_parser = ms_up_to(limits::SCHEDULE_MISFIRE_GRACE_MS_MAX))]
+        misfire_grace: Ms,
     },
     /// Every schedule.
     List,
@@ -104,8 +105,8 @@ pub enum WorkerCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         /// Stop once nothing has been claimed or run for this long.
-        #[arg(long, value_parser = crate::parse_duration)]
-        exit_when_idle: Option<Duration>,
+        #[arg(long, value_parser = ms_up_to(crate::IDLE_MS_MAX))]
+        exit_when_idle: Option<Ms>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -148,7 +149,7 @@ fn print_schedule(opts: &ClientOpts, s: &pb::Schedule) {
 
 pub async fn run(opts: &ClientOpts, command: ScheduleCommand) -> anyhow::Result<ExitCode> {
     let client = connect(opts).await?;
-    let ms = |d: Duration| d.as_millis() as u64;
+    let ms = |d: Ms| d.0;
     match command {
         ScheduleCommand::Create {
             id,
@@ -164,9 +165,14 @@ pub async fn run(opts: &ClientOpts, command: ScheduleCommand) -> anyhow::Result<
         } => {
             let spec = *spec;
             let at_ms = match &spec.at {
-                Some(at) => chrono::DateTime::parse_from_rfc3339(at)
-                    .map_err(|e| anyhow::anyhow!("--at {at:?} is not an RFC 3339 time: {e}"))?
-                    .timestamp_millis() as u64,
+                Some(at) => {
+                    let ms = chrono::DateTime::parse_from_rfc3339(at)
+                        .map_err(|e| anyhow::anyhow!("--at {at:?} is not an RFC 3339 time: {e}"))?
+                        .timestamp_millis();
+                    u64::try_from(ms).map_err(|_| {
+                        anyhow::anyhow!("--at {at:?} is before 1970; a schedule fires from 1970 on")
+                    })?
+                }
                 None => 0,
             };
             let spec = pb::ScheduleSpec {
@@ -245,6 +251,7 @@ pub async fn run_worker(opts: &ClientOpts, command: WorkerCommand) -> anyhow::Re
         exit_when_idle,
         command,
     } = command;
+    let exit_when_idle = exit_when_idle.map(Ms::duration);
     let stop = crate::stop_signal();
     let command = std::sync::Arc::new(command);
     let last_work = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));

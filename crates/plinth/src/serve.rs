@@ -38,8 +38,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PLINTH_ADVERTISE")]
     advertise: Option<String>,
     /// How often the leader checks for due leases [default: 100ms]
-    #[arg(long, env = "PLINTH_TICK_INTERVAL", value_parser = crate::parse_duration)]
-    tick_interval: Option<Duration>,
+    #[arg(long, env = "PLINTH_TICK_INTERVAL", value_parser = crate::ms_up_to(TICK_INTERVAL_MS_MAX))]
+    tick_interval: Option<crate::Ms>,
     /// Take a snapshot after this many log entries [default: 10000]
     #[arg(long, env = "PLINTH_SNAPSHOT_LOGS")]
     snapshot_logs: Option<u64>,
@@ -48,7 +48,23 @@ pub struct ServeArgs {
     /// last one]
     #[arg(long, env = "PLINTH_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// Client connections open at once; past it a new connection is told so and closed. At
+    /// most the open-files limit less 256 kept for the log and the other members
+    /// [default: 10000]
+    #[arg(long, env = "PLINTH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A connection on which no request has started for this long is closed (at most 1d); a
+    /// new one must send its first request within 10 s, or this if shorter [default: 5m]
+    #[arg(long, env = "PLINTH_IDLE_TIMEOUT", value_parser = crate::ms_up_to(IDLE_TIMEOUT_MS_MAX))]
+    idle_timeout: Option<crate::Ms>,
 }
+
+/// The longest `--idle-timeout`.
+pub const IDLE_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// The longest `--tick-interval`: a leader that checks for due leases more rarely would let
+/// them outlive their ttl by as much.
+pub const TICK_INTERVAL_MS_MAX: u64 = 60_000;
 
 /// The most `--worker-threads` may ask for.
 const MAX_WORKER_THREADS: usize = 1024;
@@ -97,6 +113,7 @@ async fn run(
         lifo_slot = if cfg!(tokio_unstable) { "off" } else { "on" },
         "starting plinth"
     );
+    let args_connections = (args.max_connections, args.idle_timeout);
     let defaults = NodeConfig::default();
     let data_dir = args
         .data_dir
@@ -139,6 +156,7 @@ async fn run(
         source_ip: Some(addr.ip()).filter(|ip| !ip.is_unspecified()),
         tick_interval: args
             .tick_interval
+            .map(crate::Ms::duration)
             .or(file.tick_interval()?)
             .unwrap_or(defaults.tick_interval),
         snapshot_logs_since_last: args
@@ -159,11 +177,46 @@ async fn run(
         "plinth serving on http://{addr} (data directory {})",
         data_dir.display()
     );
-    plinth_server::serve(node.clone(), listener, crate::stop_signal()).await?;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    let options = serve_options(&args_connections, &file)?;
+    // Until SIGTERM or SIGINT, or until the node fails for good (a disk that stopped taking
+    // writes): then the process exits non-zero with the reason, so that a supervisor restarts
+    // it, rather than live on answering every call with UNAVAILABLE.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let stop = {
+        let (node, signal) = (node.clone(), crate::stop_signal());
+        async move {
+            tokio::select! {
+                () = signal => {}
+                e = node.failed() => {
+                    let _ = failed_tx.send(e);
+                }
+            }
+        }
+    };
+    plinth_server::serve(node.clone(), listener, options, stop).await?;
+    let failed = failed_rx.await.ok();
+    if let Some(e) = &failed {
+        tracing::error!(error = %e, "the node failed and cannot serve; exiting");
+    } else {
+        tracing::info!("shutting down");
+    }
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("the node did not shut down within {SHUTDOWN_TIMEOUT:?}; exiting anyway");
+    }
+    match failed {
+        Some(e) => Err(anyhow::anyhow!(
+            "the node failed and cannot serve ({e}); exiting so that it can be restarted"
+        )),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
+
+/// How long a stopping node may take to sync its log and save its state before the process
+/// exits anyway (a failed disk can make those hang).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses `1=host:port,2=host:port`: each member's id and the address the others reach it at.
 fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -191,4 +244,69 @@ fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         anyhow::bail!("--peers is empty; give every member as ID=HOST:PORT, separated by commas");
     }
     Ok(peers)
+}
+
+/// How the server treats connections: the flags, then the file, then the defaults, with the
+/// cap kept within the open-files limit (which `raise_open_files_limit` raised as far as
+/// allowed) less the descriptors the node needs for itself.
+fn serve_options(
+    (max_connections, idle_timeout): &(Option<usize>, Option<crate::Ms>),
+    file: &FileConfig,
+) -> anyhow::Result<plinth_server::ServeOptions> {
+    let defaults = plinth_server::ServeOptions::default();
+    let files = raise_open_files_limit();
+    let room = files.saturating_sub(plinth_server::RESERVED_DESCRIPTORS as u64) as usize;
+    let max_connections = match max_connections.or(file.max_connections) {
+        Some(0) => anyhow::bail!("--max-connections is 0; it must be at least 1"),
+        Some(n) if n > room => anyhow::bail!(
+            "--max-connections is {n}, but the open-files limit ({files}) leaves room for {room} connections beside the {} descriptors the node keeps for itself; raise the limit (ulimit -n) or lower --max-connections",
+            plinth_server::RESERVED_DESCRIPTORS
+        ),
+        Some(n) => n,
+        None => defaults.max_connections.min(room).max(1),
+    };
+    let idle_timeout = match idle_timeout.map(crate::Ms::duration) {
+        Some(d) => Some(d),
+        None => file.idle_timeout()?,
+    }
+    .unwrap_or(defaults.idle_timeout);
+    if idle_timeout.is_zero() {
+        anyhow::bail!("--idle-timeout is 0; it must be at least 1ms");
+    }
+    tracing::info!(
+        max_connections,
+        ?idle_timeout,
+        open_files = files,
+        "connections"
+    );
+    Ok(plinth_server::ServeOptions {
+        max_connections,
+        idle_timeout,
+        first_request_timeout: defaults.first_request_timeout.min(idle_timeout),
+    })
+}
+
+/// Raises this process's soft open-files limit to its hard limit (many systems start processes
+/// at 1,024 with a hard limit far above) and answers the soft limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
