@@ -891,3 +891,98 @@ async fn bad_cluster_changes_are_clear_errors_and_change_nothing() {
         "{out}"
     );
 }
+
+/// A member whose log is damaged where acknowledged entries were refuses to start, unchanged,
+/// naming the remedy; `plinth repair` refuses a member of a cluster; removed, emptied and added
+/// back, it catches up from the others and holds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_with_a_damaged_log_rejoins_empty_and_catches_up() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(cluster.endpoints()).unwrap();
+    for i in 0..50 {
+        common::retry(|| client.put(format!("key-{i:02}"), format!("value-{i}"))).await;
+    }
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // Let the follower learn that everything is committed before it stops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop(follower);
+    let data_dir = cluster.replica(follower).data_dir.clone();
+    let (segment, _) = common::damage_last_record(&data_dir.join("wal"));
+    let before = std::fs::read(&segment).unwrap();
+
+    let log = cluster
+        .try_restart(follower)
+        .expect_err("a member with lost acknowledged entries must not start");
+    assert!(
+        log.contains("added back with an empty data directory"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        before,
+        "the refusal changed the log"
+    );
+    let (code, _, err) = cluster.cli(&[
+        "repair",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--accept-loss",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is a member of a cluster"), "{err}");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        before,
+        "repair changed a member's log"
+    );
+
+    // The documented way back: remove it, empty it, add it as a learner, promote it.
+    let id = follower.to_string();
+    let (code, out, err) = cluster.cli(&["cluster", "remove", &id]);
+    assert_eq!(code, 0, "remove: {out}{err}");
+    cluster.rejoin_empty(follower);
+    let addr = cluster.replica(follower).addr.clone();
+    let (code, out, err) = cluster.cli(&["cluster", "add-learner", &id, &addr]);
+    assert_eq!(code, 0, "add-learner: {out}{err}");
+    let (code, out, err) = cluster.cli(&["cluster", "promote", &id]);
+    assert_eq!(code, 0, "promote: {out}{err}");
+    common::retry(|| client.put("after-rejoin", "x")).await;
+
+    // It holds every acknowledged write, read from its own state.
+    let mut kv = pb::kv_client::KvClient::connect(cluster.replica(follower).endpoint())
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(20),
+        "the rejoined member caught up",
+        || {
+            let mut kv = kv.clone();
+            async move {
+                let request = pb::RangeRequest {
+                    key: Vec::new(),
+                    prefix: true,
+                    serializable: true,
+                    ..Default::default()
+                };
+                kv.range(request)
+                    .await
+                    .is_ok_and(|r| r.into_inner().count == 51)
+            }
+        },
+    )
+    .await;
+    let got = kv
+        .get(pb::GetRequest {
+            key: b"key-49".to_vec(),
+            serializable: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kv.unwrap().value, b"value-49");
+    // And the cluster carries on without the old leader: the rejoined node is a full voter.
+    cluster.kill9(leader);
+    cluster.leader(Duration::from_secs(20)).await;
+    common::retry(|| client.put("after-failover", "y")).await;
+}

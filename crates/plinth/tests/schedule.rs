@@ -197,7 +197,7 @@ async fn bad_input_gets_a_clear_error() {
         (e.code, e.message.as_str()),
         (
             Code::InvalidArgument,
-            "interval is 500ms; the minimum is 1000ms"
+            "interval is 500ms; it must be 1000ms to 31622400000ms"
         )
     );
     let e = c
@@ -300,7 +300,7 @@ async fn the_cli_schedules_and_a_worker_runs_a_command() {
     let (code, _, err) = cli(&["schedule", "create", "bad", "--every", "10ms"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("interval is 10ms; the minimum is 1000ms"),
+        err.contains("interval is 10ms; it must be 1000ms to 31622400000ms"),
         "{err}"
     );
     let (code, run_id, _) = cli(&["schedule", "trigger", "nightly"]);

@@ -188,6 +188,14 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64, join: bool) {
+        if let Err(log) = self.try_spawn(id, join) {
+            panic!("node {id} did not start; its log:\n{log}");
+        }
+    }
+
+    /// Starts replica `id`; if it does not come up, answers its log (the process has exited
+    /// or been killed).
+    fn try_spawn(&mut self, id: u64, join: bool) -> Result<(), String> {
         let peers = self.peers.clone();
         let r = self.replica_mut(id);
         assert!(r.child.is_none(), "node {id} is running");
@@ -218,10 +226,39 @@ impl Cluster {
         }
         let mut child = command.spawn().expect("spawn plinth");
         if super::serving_line(&mut child).is_none() {
-            panic!("node {id} did not start; its log:\n{}", r.log_text());
+            let _ = child.wait();
+            return Err(r.log_text());
         }
         r.child = Some(child);
         r.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM, and waits for the replica to exit.
+    pub fn stop(&mut self, id: u64) {
+        let r = self.replica_mut(id);
+        if let Some(mut child) = r.child.take() {
+            // SAFETY: kill(2) on a child we spawned.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Starts a stopped replica again, as [`Cluster::restart`] does, and answers its log if it
+    /// does not come up.
+    pub fn try_restart(&mut self, id: u64) -> Result<(), String> {
+        self.try_spawn(id, false)
+    }
+
+    /// Moves a stopped replica's data directory aside (to `<dir>.old`) and starts it empty with
+    /// `--join`, on the same id and address: how a member whose log was damaged rejoins.
+    pub fn rejoin_empty(&mut self, id: u64) {
+        let r = self.replica_mut(id);
+        assert!(r.child.is_none(), "node {id} is running");
+        let aside = r.data_dir.with_extension("old");
+        std::fs::rename(&r.data_dir, &aside).expect("move the data directory aside");
+        r.joiner = true;
+        self.spawn(id, true);
     }
 
     /// `kill -9`: no shutdown, no flush.

@@ -18,6 +18,8 @@ pub struct Server {
     log: PathBuf,
     /// Flags given to every start of this server, after the data directory and address.
     flags: Vec<String>,
+    /// Environment variables set for every start.
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -37,7 +39,16 @@ impl Server {
         Server::start_in(Some(data_dir), &[])
     }
 
+    /// A fresh server started with `flags` and the environment variables `env`.
+    pub fn start_with_env(flags: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_full(None, flags, env)
+    }
+
     fn start_in(data_dir: Option<PathBuf>, flags: &[&str]) -> Server {
+        Server::start_full(data_dir, flags, &[])
+    }
+
+    fn start_full(data_dir: Option<PathBuf>, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let log = tmp.path().join("server.log");
@@ -47,6 +58,10 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             log,
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _tmp: Some(tmp),
         };
         server.spawn();
@@ -89,6 +104,7 @@ impl Server {
             .arg(&self.addr)
             .args(&self.flags)
             .env("PLINTH_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -137,6 +153,60 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Waits (at most `within`) for the server to exit by itself and answers how it exited;
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The directory of this server's temporary files (its log, its default data directory).
+    pub fn scratch(&self) -> &Path {
+        self.log
+            .parent()
+            .expect("the log is in the scratch directory")
+    }
+
+    /// Starts again on the same data directory and port, expecting the start to fail: answers
+    /// how the process exited and its log.
+    pub fn restart_failing(&mut self) -> (std::process::ExitStatus, String) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = Command::new(Self::binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(&self.flags)
+            .env("PLINTH_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn plinth");
+        if let Some(line) = serving_line(&mut child) {
+            self.child = Some(child);
+            panic!("plinth started ({line}); its log:\n{}", self.log_text());
+        }
+        let status = child.wait().expect("reap");
+        (status, self.log_text())
     }
 
     /// Starts again on the same data directory and the same port.
@@ -301,4 +371,33 @@ impl Drop for Lines {
                 .status();
         }
     }
+}
+
+/// Flips a byte in the payload of the last record of the newest segment of the write-ahead log
+/// in `wal_dir`, as bit rot on a disk would: its checksum no longer matches and no record
+/// follows it. Answers the segment and the record's offset.
+pub fn damage_last_record(wal_dir: &Path) -> (PathBuf, u64) {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(wal_dir)
+        .expect("the log's directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    let newest = segments.pop().expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("read the segment");
+    // Records are `len: u32 | crc: u32 | lsn: u64 | payload`, `len` counting the lsn and the
+    // payload; zeros after the last one are the segment's room.
+    let (mut at, mut last) = (0usize, None);
+    while at + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        last = Some(at);
+        at += 8 + len;
+    }
+    let last = last.expect("a record in the newest segment");
+    bytes[last + 16] ^= 0xff;
+    std::fs::write(&newest, &bytes).expect("write the segment");
+    (newest, last as u64)
 }
