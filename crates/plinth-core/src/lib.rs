@@ -8,6 +8,7 @@
 //! The shape: [`State::apply`] takes one committed [`Request`] and returns an [`Applied`] (the
 //! outcome plus the [`Event`]s to hand to watchers). Reads are plain queries on `&State`.
 
+mod call;
 mod codec;
 pub mod config;
 pub mod kv;
@@ -23,5 +24,6 @@ mod state;
 mod tests;
 mod types;
 
+pub use call::Call;
 pub use state::{Applied, Command, Ctx, Output, Request, SnapshotError, State, StateError};
 pub use types::{ErrorCode, FencingToken, LeaseId, Millis, Revision};

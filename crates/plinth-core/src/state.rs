@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigCommand, ConfigError, ConfigOutput, ConfigState};
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
+use crate::lease;
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::limits::COMMAND_BYTES_MAX;
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
@@ -181,7 +182,7 @@ impl State {
         match command {
             Command::Tick => Ok(()),
             Command::Kv(c) => Ok(KvState::validate(c)?),
-            Command::Lease(LeaseCommand::Grant { ttl_ms, .. }) => {
+            Command::Lease(LeaseCommand::Grant(lease::Grant { ttl_ms, .. })) => {
                 Ok(crate::lease::check_ttl(*ttl_ms)?)
             }
             Command::Lease(_) => Ok(()),
@@ -269,7 +270,10 @@ impl State {
     /// and releases what else is attached to it, in this revision.
     fn end_lease(&mut self, lease: LeaseId, ctx: &mut Ctx) {
         self.leases
-            .apply(&LeaseCommand::Revoke { id: lease }, ctx.clock)
+            .apply(
+                &LeaseCommand::Revoke(lease::Revoke { id: lease }),
+                ctx.clock,
+            )
             .expect("a primitive's lease is alive until it lets go");
         self.release_lease(lease, ctx);
     }

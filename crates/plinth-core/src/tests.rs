@@ -2,12 +2,19 @@
 //! registry and config commands with random (and sometimes backwards) stamps, invariants after
 //! every apply, a small model to compare with, and determinism of the snapshot bytes.
 
+use crate::config;
 use crate::config::ConfigCommand;
+use crate::kv;
 use crate::kv::{Compare, CompareOp, CompareTarget, KeySpan, KvCommand, RangeRequest, Txn, TxnOp};
+use crate::lease;
 use crate::lease::LeaseCommand;
+use crate::lock;
 use crate::lock::LockCommand;
+use crate::queue;
 use crate::queue::{NewMessage, QueueCommand, QueueConfig, Receipt};
+use crate::registry;
 use crate::registry::{RegistryCommand, Status};
+use crate::schedule;
 use crate::{Command, FencingToken, LeaseId, Millis, Output, Request, Revision, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -52,8 +59,8 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        4 => (key(), any::<u8>(), lease()).prop_map(|(key, v, lease)| Command::Kv(KvCommand::Put { key, value: vec![v], lease })),
-        2 => span().prop_map(|span| Command::Kv(KvCommand::Delete { span })),
+        4 => (key(), any::<u8>(), lease()).prop_map(|(key, v, lease)| Command::Kv(KvCommand::Put(kv::Put { key, value: vec![v], lease }))),
+        2 => span().prop_map(|span| Command::Kv(KvCommand::Delete(kv::Delete { span }))),
         2 => (key(), 0u64..4, prop::collection::vec(txn_op(), 0..4), prop::collection::vec(txn_op(), 0..4)).prop_map(
             |(key, version, then, otherwise)| Command::Kv(KvCommand::Txn(Txn {
                 compares: vec![Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) }],
@@ -61,58 +68,58 @@ fn command() -> impl Strategy<Value = Command> {
                 otherwise,
             }))
         ),
-        1 => (0u64..40).prop_map(|r| Command::Kv(KvCommand::Compact { revision: Revision(r) })),
-        2 => (prop::option::of(1u64..6), 400u64..3_000).prop_map(|(id, ttl_ms)| Command::Lease(LeaseCommand::Grant { id: id.map(LeaseId), ttl_ms })),
-        2 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::KeepAlive { id: LeaseId(id) })),
-        1 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::Revoke { id: LeaseId(id) })),
-        1 => Just(Command::Lease(LeaseCommand::Refresh)),
+        1 => (0u64..40).prop_map(|r| Command::Kv(KvCommand::Compact(kv::Compact { revision: Revision(r) }))),
+        2 => (prop::option::of(1u64..6), 400u64..3_000).prop_map(|(id, ttl_ms)| Command::Lease(LeaseCommand::Grant(lease::Grant { id: id.map(LeaseId), ttl_ms }))),
+        2 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::KeepAlive(lease::KeepAlive { id: LeaseId(id) }))),
+        1 => (1u64..6).prop_map(|id| Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: LeaseId(id) }))),
+        1 => Just(Command::Lease(LeaseCommand::Refresh(lease::Refresh))),
         3 => Just(Command::Tick),
         3 => (prop::sample::select(vec!["l1", "l2"]), 0u8..4, 400u64..3_000, prop_oneof![Just(0u64), 1u64..3_000], 1u32..3).prop_map(
-            |(name, owner, ttl_ms, wait_ms, permits)| Command::Lock(LockCommand::Acquire {
+            |(name, owner, ttl_ms, wait_ms, permits)| Command::Lock(LockCommand::Acquire(lock::Acquire {
                 name: name.into(), owner: format!("o{owner}"), ttl_ms, wait_ms, permits, value: vec![owner], node: u64::from(owner % 2),
-            })
+            }))
         ),
-        2 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Release { name: name.into(), token: FencingToken(t) })),
-        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Renew { name: name.into(), token: FencingToken(t), ttl_ms: None })),
-        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Abandon { name: name.into(), ticket: Revision(t) })),
-        1 => (0u64..2).prop_map(|node| Command::Lock(LockCommand::AbandonNode { node })),
-        1 => any::<bool>().prop_map(|fifo| Command::Queue(QueueCommand::Create { name: if fifo { "qf" } else { "q" }.into(), config: QueueConfig {
+        2 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Release(lock::Release { name: name.into(), token: FencingToken(t) }))),
+        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Renew(lock::Renew { name: name.into(), token: FencingToken(t), ttl_ms: None }))),
+        1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120).prop_map(|(name, t)| Command::Lock(LockCommand::Abandon(lock::Abandon { name: name.into(), ticket: Revision(t) }))),
+        1 => (0u64..2).prop_map(|node| Command::Lock(LockCommand::AbandonNode(lock::AbandonNode { node }))),
+        1 => any::<bool>().prop_map(|fifo| Command::Queue(QueueCommand::Create(queue::Create { name: if fifo { "qf" } else { "q" }.into(), config: QueueConfig {
             visibility_ms: 1_000, max_receives: 2, dead_letter_queue: None, retention_ms: 60_000,
             max_body_bytes: 64, delay_ms: 0, dedup_window_ms: 2_000, fifo,
-        } })),
-        2 => (any::<bool>(), 0u8..3, prop::option::of(0u8..3), 0u64..1_500).prop_map(|(fifo, g, dedup, delay)| Command::Queue(QueueCommand::Send {
+        } }))),
+        2 => (any::<bool>(), 0u8..3, prop::option::of(0u8..3), 0u64..1_500).prop_map(|(fifo, g, dedup, delay)| Command::Queue(QueueCommand::Send(queue::Send {
             queue: if fifo { "qf" } else { "q" }.into(),
             messages: vec![NewMessage { body: vec![g], attributes: Default::default(), delay_ms: Some(delay), dedup_id: dedup.map(|d| d.to_string()), group: fifo.then(|| format!("g{g}")) }],
-        })),
-        2 => (any::<bool>(), 1u32..3).prop_map(|(fifo, max)| Command::Queue(QueueCommand::Receive { queue: if fifo { "qf" } else { "q" }.into(), max, visibility_ms: None })),
-        2 => (any::<bool>(), prop::collection::vec((0u64..20, 1u32..3), 0..3), 1u32..3).prop_map(|(fifo, ack, max)| Command::Queue(QueueCommand::AckAndReceive {
+        }))),
+        2 => (any::<bool>(), 1u32..3).prop_map(|(fifo, max)| Command::Queue(QueueCommand::Receive(queue::Receive { queue: if fifo { "qf" } else { "q" }.into(), max, visibility_ms: None }))),
+        2 => (any::<bool>(), prop::collection::vec((0u64..20, 1u32..3), 0..3), 1u32..3).prop_map(|(fifo, ack, max)| Command::Queue(QueueCommand::AckAndReceive(queue::AckAndReceive {
             queue: if fifo { "qf" } else { "q" }.into(),
             ack: ack.into_iter().map(|(message_id, attempt)| Receipt { message_id, attempt }).collect(),
             max, visibility_ms: None,
-        })),
-        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Ack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt } })),
-        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Nack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt }, delay_ms: 100, reason: "r".into() })),
+        }))),
+        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Ack(queue::Ack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt } }))),
+        1 => (any::<bool>(), 0u64..20, 1u32..3).prop_map(|(fifo, message_id, attempt)| Command::Queue(QueueCommand::Nack(queue::Nack { queue: if fifo { "qf" } else { "q" }.into(), receipt: Receipt { message_id, attempt }, delay_ms: 100, reason: "r".into() }))),
         1 => (prop::sample::select(vec!["l1", "l2"]), 1u64..120, key(), any::<u8>()).prop_map(|(lock, t, key, v)| Command::Kv(KvCommand::Txn(Txn {
             compares: vec![Compare { key: vec![], op: CompareOp::Equal, target: CompareTarget::Fence { lock: lock.into(), token: FencingToken(t) } }],
             then: vec![TxnOp::Put { key, value: vec![v], lease: None }],
             otherwise: vec![],
         }))),
-        2 => (0u8..3, 400u64..3_000).prop_map(|(i, ttl_ms)| Command::Registry(RegistryCommand::Register {
+        2 => (0u8..3, 400u64..3_000).prop_map(|(i, ttl_ms)| Command::Registry(RegistryCommand::Register(registry::Register {
             service: "svc".into(), instance: format!("i{i}"), address: "10.0.0.1:80".into(),
             metadata: Default::default(), ttl_ms, status: Status::Passing,
-        })),
-        1 => (0u8..3, 1u64..12).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Heartbeat {
+        }))),
+        1 => (0u8..3, 1u64..12).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Heartbeat(registry::Heartbeat {
             service: "svc".into(), instance: format!("i{i}"), lease: LeaseId(lease),
-        })),
-        1 => (0u8..3, prop::option::of(1u64..12)).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Deregister {
+        }))),
+        1 => (0u8..3, prop::option::of(1u64..12)).prop_map(|(i, lease)| Command::Registry(RegistryCommand::Deregister(registry::Deregister {
             service: "svc".into(), instance: format!("i{i}"), lease: lease.map(LeaseId),
-        })),
-        1 => (prop::sample::select(vec!["a", "b"]), 0u8..9).prop_map(|(key, v)| Command::Config(ConfigCommand::Put {
+        }))),
+        1 => (prop::sample::select(vec!["a", "b"]), 0u8..9).prop_map(|(key, v)| Command::Config(ConfigCommand::Put(config::Put {
             service: "cfg".into(), set: [(key.to_owned(), v.to_string())].into(), delete: Default::default(), expected_version: None,
-        })),
-        1 => (1u64..6).prop_map(|to_version| Command::Config(ConfigCommand::Rollback {
+        }))),
+        1 => (1u64..6).prop_map(|to_version| Command::Config(ConfigCommand::Rollback(config::Rollback {
             service: "cfg".into(), to_version, expected_version: None,
-        })),
+        }))),
     ]
 }
 
@@ -239,11 +246,11 @@ fn a_large_state() -> State {
     let mut state = State::default();
     for i in 0..300u32 {
         let value = vec![i as u8; if i % 50 == 0 { 100_000 } else { 700 }];
-        let put = Command::Kv(KvCommand::Put {
+        let put = Command::Kv(KvCommand::Put(kv::Put {
             key: format!("k{i:05}").into_bytes(),
             value,
             lease: None,
-        });
+        }));
         state.apply(&Request {
             stamp: Millis(1),
             command: put,
@@ -292,17 +299,17 @@ fn one_of_each_command() -> Vec<Command> {
     };
     vec![
         Command::Tick,
-        Command::Kv(KvCommand::Put {
+        Command::Kv(KvCommand::Put(kv::Put {
             key: b"k".to_vec(),
             value: vec![0, 255],
             lease: Some(LeaseId(3)),
-        }),
-        Command::Kv(KvCommand::Delete {
+        })),
+        Command::Kv(KvCommand::Delete(kv::Delete {
             span: KeySpan::Range {
                 start: b"a".to_vec(),
                 end: b"b".to_vec(),
             },
-        }),
+        })),
         Command::Kv(KvCommand::Txn(Txn {
             compares: vec![Compare {
                 key: Vec::new(),
@@ -324,17 +331,17 @@ fn one_of_each_command() -> Vec<Command> {
                 count_only: false,
             })],
         })),
-        Command::Kv(KvCommand::Compact {
+        Command::Kv(KvCommand::Compact(kv::Compact {
             revision: Revision(7),
-        }),
-        Command::Lease(LeaseCommand::Grant {
+        })),
+        Command::Lease(LeaseCommand::Grant(lease::Grant {
             id: Some(LeaseId(4)),
             ttl_ms: 10_000,
-        }),
-        Command::Lease(LeaseCommand::KeepAlive { id: LeaseId(4) }),
-        Command::Lease(LeaseCommand::Revoke { id: LeaseId(4) }),
-        Command::Lease(LeaseCommand::Refresh),
-        Command::Lock(LockCommand::Acquire {
+        })),
+        Command::Lease(LeaseCommand::KeepAlive(lease::KeepAlive { id: LeaseId(4) })),
+        Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: LeaseId(4) })),
+        Command::Lease(LeaseCommand::Refresh(lease::Refresh)),
+        Command::Lock(LockCommand::Acquire(lock::Acquire {
             name: "l".into(),
             owner: "o".into(),
             ttl_ms: 5_000,
@@ -342,27 +349,27 @@ fn one_of_each_command() -> Vec<Command> {
             permits: 2,
             value: b"addr".to_vec(),
             node: 3,
-        }),
-        Command::Lock(LockCommand::Renew {
+        })),
+        Command::Lock(LockCommand::Renew(lock::Renew {
             name: "l".into(),
             token: FencingToken(11),
             ttl_ms: Some(6_000),
-        }),
-        Command::Lock(LockCommand::Release {
+        })),
+        Command::Lock(LockCommand::Release(lock::Release {
             name: "l".into(),
             token: FencingToken(11),
-        }),
-        Command::Lock(LockCommand::Proclaim {
+        })),
+        Command::Lock(LockCommand::Proclaim(lock::Proclaim {
             name: "l".into(),
             token: FencingToken(11),
             value: b"v2".to_vec(),
-        }),
-        Command::Lock(LockCommand::Abandon {
+        })),
+        Command::Lock(LockCommand::Abandon(lock::Abandon {
             name: "l".into(),
             ticket: Revision(12),
-        }),
-        Command::Lock(LockCommand::AbandonNode { node: 2 }),
-        Command::Queue(QueueCommand::Create {
+        })),
+        Command::Lock(LockCommand::AbandonNode(lock::AbandonNode { node: 2 })),
+        Command::Queue(QueueCommand::Create(queue::Create {
             name: "q".into(),
             config: QueueConfig {
                 visibility_ms: 1_000,
@@ -374,9 +381,9 @@ fn one_of_each_command() -> Vec<Command> {
                 dedup_window_ms: 60_000,
                 fifo: true,
             },
-        }),
-        Command::Queue(QueueCommand::Delete { name: "q".into() }),
-        Command::Queue(QueueCommand::Send {
+        })),
+        Command::Queue(QueueCommand::Delete(queue::Delete { name: "q".into() })),
+        Command::Queue(QueueCommand::Send(queue::Send {
             queue: "q".into(),
             messages: vec![NewMessage {
                 body: b"body".to_vec(),
@@ -385,20 +392,20 @@ fn one_of_each_command() -> Vec<Command> {
                 dedup_id: Some("d".into()),
                 group: Some("g".into()),
             }],
-        }),
-        Command::Queue(QueueCommand::Receive {
+        })),
+        Command::Queue(QueueCommand::Receive(queue::Receive {
             queue: "q".into(),
             max: 10,
             visibility_ms: Some(2_000),
-        }),
-        Command::Queue(QueueCommand::Ack {
+        })),
+        Command::Queue(QueueCommand::Ack(queue::Ack {
             queue: "q".into(),
             receipt: Receipt {
                 message_id: 1,
                 attempt: 2,
             },
-        }),
-        Command::Queue(QueueCommand::Nack {
+        })),
+        Command::Queue(QueueCommand::Nack(queue::Nack {
             queue: "q".into(),
             receipt: Receipt {
                 message_id: 1,
@@ -406,22 +413,22 @@ fn one_of_each_command() -> Vec<Command> {
             },
             delay_ms: 100,
             reason: "r".into(),
-        }),
-        Command::Queue(QueueCommand::ChangeVisibility {
+        })),
+        Command::Queue(QueueCommand::ChangeVisibility(queue::ChangeVisibility {
             queue: "q".into(),
             receipt: Receipt {
                 message_id: 1,
                 attempt: 2,
             },
             visibility_ms: 3_000,
-        }),
-        Command::Queue(QueueCommand::Redrive {
+        })),
+        Command::Queue(QueueCommand::Redrive(queue::Redrive {
             dlq: "dlq".into(),
             to: Some("q".into()),
             max: 5,
-        }),
-        Command::Queue(QueueCommand::Purge { queue: "q".into() }),
-        Command::Queue(QueueCommand::AckAndReceive {
+        })),
+        Command::Queue(QueueCommand::Purge(queue::Purge { queue: "q".into() })),
+        Command::Queue(QueueCommand::AckAndReceive(queue::AckAndReceive {
             queue: "q".into(),
             ack: vec![Receipt {
                 message_id: 1,
@@ -429,8 +436,8 @@ fn one_of_each_command() -> Vec<Command> {
             }],
             max: 4,
             visibility_ms: None,
-        }),
-        Command::Schedule(ScheduleCommand::Create {
+        })),
+        Command::Schedule(ScheduleCommand::Create(schedule::Create {
             id: "s".into(),
             spec: Spec::Cron {
                 expr: "0 6 * * MON".into(),
@@ -445,73 +452,75 @@ fn one_of_each_command() -> Vec<Command> {
                 misfire: Misfire::RunAll,
                 misfire_grace_ms: 60_000,
             },
-        }),
-        Command::Schedule(ScheduleCommand::Cancel { id: "s".into() }),
-        Command::Schedule(ScheduleCommand::Pause { id: "s".into() }),
-        Command::Schedule(ScheduleCommand::Resume { id: "s".into() }),
-        Command::Schedule(ScheduleCommand::Trigger { id: "s".into() }),
-        Command::Schedule(ScheduleCommand::Claim {
+        })),
+        Command::Schedule(ScheduleCommand::Cancel(schedule::Cancel { id: "s".into() })),
+        Command::Schedule(ScheduleCommand::Pause(schedule::Pause { id: "s".into() })),
+        Command::Schedule(ScheduleCommand::Resume(schedule::Resume { id: "s".into() })),
+        Command::Schedule(ScheduleCommand::Trigger(schedule::Trigger {
+            id: "s".into(),
+        })),
+        Command::Schedule(ScheduleCommand::Claim(schedule::Claim {
             worker: "w".into(),
             max: 2,
             schedules: vec!["s".into()],
-        }),
-        Command::Schedule(ScheduleCommand::Heartbeat {
+        })),
+        Command::Schedule(ScheduleCommand::Heartbeat(schedule::Heartbeat {
             run: run.clone(),
             token: FencingToken(5),
-        }),
-        Command::Schedule(ScheduleCommand::Complete {
+        })),
+        Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
             run: run.clone(),
             token: FencingToken(5),
             result: b"ok".to_vec(),
-        }),
-        Command::Schedule(ScheduleCommand::Fail {
+        })),
+        Command::Schedule(ScheduleCommand::Fail(schedule::Fail {
             run,
             token: FencingToken(5),
             error: "e".into(),
-        }),
-        Command::Config(ConfigCommand::Put {
+        })),
+        Command::Config(ConfigCommand::Put(config::Put {
             service: "svc".into(),
             set: BTreeMap::from([("k".to_owned(), "1".to_owned())]),
             delete: ["old".to_owned()].into(),
             expected_version: Some(2),
-        }),
-        Command::Config(ConfigCommand::Rollback {
+        })),
+        Command::Config(ConfigCommand::Rollback(config::Rollback {
             service: "svc".into(),
             to_version: 1,
             expected_version: None,
-        }),
-        Command::Config(ConfigCommand::SetSchema {
+        })),
+        Command::Config(ConfigCommand::SetSchema(config::SetSchema {
             service: "svc".into(),
             schema: Some("{}".into()),
-        }),
-        Command::Config(ConfigCommand::SetRetention {
+        })),
+        Command::Config(ConfigCommand::SetRetention(config::SetRetention {
             service: "svc".into(),
             versions_kept: 10,
-        }),
-        Command::Registry(RegistryCommand::Register {
+        })),
+        Command::Registry(RegistryCommand::Register(registry::Register {
             service: "svc".into(),
             instance: "i".into(),
             address: "10.0.0.1:80".into(),
             metadata: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
             ttl_ms: 10_000,
             status: Status::Warning,
-        }),
-        Command::Registry(RegistryCommand::Heartbeat {
+        })),
+        Command::Registry(RegistryCommand::Heartbeat(registry::Heartbeat {
             service: "svc".into(),
             instance: "i".into(),
             lease: LeaseId(8),
-        }),
-        Command::Registry(RegistryCommand::SetStatus {
+        })),
+        Command::Registry(RegistryCommand::SetStatus(registry::SetStatus {
             service: "svc".into(),
             instance: "i".into(),
             lease: Some(LeaseId(8)),
             status: Status::Draining,
-        }),
-        Command::Registry(RegistryCommand::Deregister {
+        })),
+        Command::Registry(RegistryCommand::Deregister(registry::Deregister {
             service: "svc".into(),
             instance: "i".into(),
             lease: None,
-        }),
+        })),
     ]
 }
 

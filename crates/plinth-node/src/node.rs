@@ -1,6 +1,8 @@
 //! Node: the replica handle — start (open storage, form or rejoin the cluster, become leader),
 //! propose, read, watch, status, shutdown.
 
+use plinth_core::lease;
+use plinth_core::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -313,8 +315,10 @@ impl Node {
         };
         for (owner, waiters) in orphans {
             if owner != node || first {
-                self.propose(Command::Lock(LockCommand::AbandonNode { node: owner }))
-                    .await?;
+                self.propose(Command::Lock(LockCommand::AbandonNode(lock::AbandonNode {
+                    node: owner,
+                })))
+                .await?;
                 tracing::info!(
                     node = owner,
                     waiters,
@@ -324,7 +328,8 @@ impl Node {
         }
         self.inner.orphans_abandoned.store(true, Ordering::Release);
         if has_leases {
-            self.propose(Command::Lease(LeaseCommand::Refresh)).await?;
+            self.propose(Command::Lease(LeaseCommand::Refresh(lease::Refresh)))
+                .await?;
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! A single-node replica end to end: writes, reads, restart, snapshots, leases, group commit.
 
+use plinth_core::kv;
+use plinth_core::lease;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,11 +24,11 @@ async fn put(node: &Node, key: &str, value: &str) -> Applied {
 
 async fn put_with_lease(node: &Node, key: &str, value: &str, lease: Option<LeaseId>) -> Applied {
     let applied = node
-        .propose(Command::Kv(KvCommand::Put {
+        .propose(Command::Kv(KvCommand::Put(kv::Put {
             key: key.into(),
             value: value.into(),
             lease,
-        }))
+        })))
         .await
         .expect("put is proposed");
     assert!(
@@ -83,11 +85,11 @@ async fn a_command_over_a_limit_is_refused_before_the_log_and_a_refusal_by_the_s
     let log_before = node.status().last_log_index;
 
     let empty_key = node
-        .propose(Command::Kv(KvCommand::Put {
+        .propose(Command::Kv(KvCommand::Put(kv::Put {
             key: Vec::new(),
             value: b"v".to_vec(),
             lease: None,
-        }))
+        })))
         .await;
     assert!(
         matches!(empty_key, Err(NodeError::Invalid(StateError::Kv(_)))),
@@ -100,11 +102,11 @@ async fn a_command_over_a_limit_is_refused_before_the_log_and_a_refusal_by_the_s
     );
 
     let unknown_lease = node
-        .propose(Command::Kv(KvCommand::Put {
+        .propose(Command::Kv(KvCommand::Put(kv::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             lease: Some(LeaseId(99)),
-        }))
+        })))
         .await
         .expect("a deterministic refusal is not a node error");
     assert!(unknown_lease.result.is_err());
@@ -283,10 +285,10 @@ async fn a_key_on_a_lease_is_deleted_by_the_ticker_once_the_lease_expires() {
     // `started` plus its ttl.
     let started = Instant::now();
     let granted = node
-        .propose(Command::Lease(LeaseCommand::Grant {
+        .propose(Command::Lease(LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 1_500,
-        }))
+        })))
         .await
         .unwrap();
     let Ok(Output::Lease(LeaseOutput::Granted(info))) = granted.result else {
@@ -333,10 +335,10 @@ async fn a_lease_survives_a_restart_and_the_new_leader_refreshes_it() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(config(dir.path())).await.unwrap();
     let granted = node
-        .propose(Command::Lease(LeaseCommand::Grant {
+        .propose(Command::Lease(LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 60_000,
-        }))
+        })))
         .await
         .unwrap();
     let Ok(Output::Lease(LeaseOutput::Granted(info))) = granted.result else {
@@ -428,11 +430,11 @@ async fn concurrent_proposals_share_fsyncs() {
         tasks.push(tokio::spawn(async move {
             for i in 0..PUTS_PER_TASK {
                 let applied = node
-                    .propose(Command::Kv(KvCommand::Put {
+                    .propose(Command::Kv(KvCommand::Put(kv::Put {
                         key: format!("t{t:02}/k{i:02}").into_bytes(),
                         value: vec![b'x'; 100],
                         lease: None,
-                    }))
+                    })))
                     .await
                     .expect("put");
                 assert!(matches!(

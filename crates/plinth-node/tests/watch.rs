@@ -1,5 +1,6 @@
 //! Watches: history then live, no gap, no duplicate; compaction; span filters; progress notices.
 
+use plinth_core::kv;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,11 @@ fn config(dir: &Path) -> NodeConfig {
 
 async fn put(node: &Node, key: &str, value: &str) -> Revision {
     let applied = node
-        .propose(Command::Kv(KvCommand::Put {
+        .propose(Command::Kv(KvCommand::Put(kv::Put {
             key: key.into(),
             value: value.into(),
             lease: None,
-        }))
+        })))
         .await
         .unwrap();
     assert!(applied.result.is_ok());
@@ -111,9 +112,9 @@ async fn a_watch_from_a_revision_gets_only_later_events_including_deletes() {
         .await
         .unwrap();
     put(&node, "a", "2").await;
-    node.propose(Command::Kv(KvCommand::Delete {
+    node.propose(Command::Kv(KvCommand::Delete(kv::Delete {
         span: KeySpan::Key(b"b".to_vec()),
-    }))
+    })))
     .await
     .unwrap();
     let events = collect(&mut watcher, 2).await;
@@ -131,9 +132,9 @@ async fn a_watch_from_before_a_compaction_is_told_compacted_with_the_revision_to
     for i in 0..10 {
         put(&node, &format!("k{i}"), "v").await;
     }
-    node.propose(Command::Kv(KvCommand::Compact {
+    node.propose(Command::Kv(KvCommand::Compact(kv::Compact {
         revision: Revision(6),
-    }))
+    })))
     .await
     .unwrap();
 
@@ -349,9 +350,9 @@ async fn a_watcher_that_falls_behind_the_broadcast_catches_up_from_history_witho
     );
 
     // One revision with more events than a history chunk: a delete of the whole burst.
-    node.propose(Command::Kv(KvCommand::Delete {
+    node.propose(Command::Kv(KvCommand::Delete(kv::Delete {
         span: KeySpan::Prefix(b"burst/".to_vec()),
-    }))
+    })))
     .await
     .unwrap();
     let deletes = collect(&mut watcher, TASKS * PUTS_PER_TASK).await;

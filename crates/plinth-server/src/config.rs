@@ -6,6 +6,7 @@
 
 use crate::api::{Api, ReplyStream, unexpected};
 use crate::error::ApiError;
+use plinth_core::config;
 use plinth_core::config::{ConfigCommand, ConfigOutput, ConfigVersion};
 use plinth_core::limits::CONFIG_HISTORY_PAGE_MAX;
 use plinth_core::{Command, Output, StateError};
@@ -51,12 +52,12 @@ impl Api {
         &self,
         r: pb::ConfigPutRequest,
     ) -> Result<pb::ConfigPutResponse, ApiError> {
-        self.config_commit(ConfigCommand::Put {
+        self.config_commit(ConfigCommand::Put(config::Put {
             service: r.service,
             set: r.set,
             delete: r.delete.into_iter().collect(),
             expected_version: r.expected_version,
-        })
+        }))
         .await
     }
 
@@ -64,11 +65,11 @@ impl Api {
         &self,
         r: pb::ConfigRollbackRequest,
     ) -> Result<pb::ConfigPutResponse, ApiError> {
-        self.config_commit(ConfigCommand::Rollback {
+        self.config_commit(ConfigCommand::Rollback(config::Rollback {
             service: r.service,
             to_version: r.to_version,
             expected_version: r.expected_version,
-        })
+        }))
         .await
     }
 
@@ -116,10 +117,10 @@ impl Api {
         &self,
         r: pb::ConfigSetSchemaRequest,
     ) -> Result<pb::ConfigSetSchemaResponse, ApiError> {
-        let command = ConfigCommand::SetSchema {
+        let command = ConfigCommand::SetSchema(config::SetSchema {
             service: r.service,
             schema: (!r.schema.is_empty()).then_some(r.schema),
-        };
+        });
         let (_, header) = self.config_command(command).await?;
         Ok(pb::ConfigSetSchemaResponse {
             header: Some(header),
@@ -143,10 +144,10 @@ impl Api {
         &self,
         r: pb::ConfigSetRetentionRequest,
     ) -> Result<pb::ConfigSetRetentionResponse, ApiError> {
-        let command = ConfigCommand::SetRetention {
+        let command = ConfigCommand::SetRetention(config::SetRetention {
             service: r.service,
             versions_kept: r.versions_kept,
-        };
+        });
         match self.config_command(command).await? {
             (ConfigOutput::RetentionSet { base_version }, header) => {
                 Ok(pb::ConfigSetRetentionResponse {

@@ -4,6 +4,7 @@ use crate::api::{Api, ReplyStream, unexpected};
 use crate::convert;
 use crate::error::ApiError;
 use futures::StreamExt as _;
+use plinth_core::kv;
 use plinth_core::kv::{KeySpan, KvCommand, KvOutput, RangeRequest, Txn};
 use plinth_core::{Command, Output, Revision};
 use plinth_node::WatchError;
@@ -11,11 +12,11 @@ use plinth_proto::v1 as pb;
 
 impl Api {
     pub async fn kv_put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
-        let command = KvCommand::Put {
+        let command = KvCommand::Put(kv::Put {
             key: r.key,
             value: r.value,
             lease: convert::lease(r.lease),
-        };
+        });
         match self.propose(Command::Kv(command)).await? {
             (Output::Kv(KvOutput::Put { prev }), header) => Ok(pb::PutResponse {
                 header: Some(header),
@@ -59,7 +60,7 @@ impl Api {
     pub async fn kv_delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, ApiError> {
         let span = convert::span(r.key, r.range_end, r.prefix)?;
         match self
-            .propose(Command::Kv(KvCommand::Delete { span }))
+            .propose(Command::Kv(KvCommand::Delete(kv::Delete { span })))
             .await?
         {
             (Output::Kv(KvOutput::Delete { deleted }), header) => {
@@ -88,22 +89,24 @@ impl Api {
                 .collect::<Result<_, _>>()?,
         };
         match self.propose(Command::Kv(KvCommand::Txn(txn))).await? {
-            (Output::Kv(KvOutput::Txn { succeeded, results }), header) => Ok(pb::TxnResponse {
-                responses: results
-                    .into_iter()
-                    .map(|o| convert::txn_op_output(o, header))
-                    .collect(),
-                header: Some(header),
-                succeeded,
-            }),
+            (Output::Kv(KvOutput::Txn(kv::TxnOutput { succeeded, results })), header) => {
+                Ok(pb::TxnResponse {
+                    responses: results
+                        .into_iter()
+                        .map(|o| convert::txn_op_output(o, header))
+                        .collect(),
+                    header: Some(header),
+                    succeeded,
+                })
+            }
             (other, _) => unexpected(other),
         }
     }
 
     pub async fn kv_compact(&self, r: pb::CompactRequest) -> Result<pb::CompactResponse, ApiError> {
-        let command = KvCommand::Compact {
+        let command = KvCommand::Compact(kv::Compact {
             revision: Revision(r.revision),
-        };
+        });
         match self.propose(Command::Kv(command)).await? {
             (Output::Kv(KvOutput::Compact { compacted_revision }), header) => {
                 Ok(pb::CompactResponse {

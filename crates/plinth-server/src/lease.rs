@@ -3,6 +3,7 @@
 use crate::api::{Api, now_ms, unexpected};
 use crate::convert;
 use crate::error::ApiError;
+use plinth_core::lease;
 use plinth_core::lease::{LeaseCommand, LeaseOutput};
 use plinth_core::{Command, LeaseId, Millis, Output};
 use plinth_proto::v1 as pb;
@@ -12,10 +13,10 @@ impl Api {
         &self,
         r: pb::LeaseGrantRequest,
     ) -> Result<pb::LeaseGrantResponse, ApiError> {
-        let command = LeaseCommand::Grant {
+        let command = LeaseCommand::Grant(lease::Grant {
             id: convert::lease(r.id),
             ttl_ms: r.ttl_ms,
-        };
+        });
         match self.propose(Command::Lease(command)).await? {
             (Output::Lease(LeaseOutput::Granted(info)), header) => Ok(pb::LeaseGrantResponse {
                 header: Some(header),
@@ -30,9 +31,9 @@ impl Api {
         r: pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, ApiError> {
         match self
-            .propose(Command::Lease(LeaseCommand::KeepAlive {
+            .propose(Command::Lease(LeaseCommand::KeepAlive(lease::KeepAlive {
                 id: LeaseId(r.id),
-            }))
+            })))
             .await?
         {
             (Output::Lease(LeaseOutput::KeptAlive(info)), header) => {
@@ -50,7 +51,9 @@ impl Api {
         r: pb::LeaseRevokeRequest,
     ) -> Result<pb::LeaseRevokeResponse, ApiError> {
         match self
-            .propose(Command::Lease(LeaseCommand::Revoke { id: LeaseId(r.id) }))
+            .propose(Command::Lease(LeaseCommand::Revoke(lease::Revoke {
+                id: LeaseId(r.id),
+            })))
             .await?
         {
             (Output::Lease(LeaseOutput::Revoked { .. }), header) => Ok(pb::LeaseRevokeResponse {

@@ -9,6 +9,7 @@ use crate::api::{Api, ReplyStream, now_ms, unexpected};
 use crate::convert;
 use crate::error::ApiError;
 use plinth_core::limits::LOCK_WAIT_MS_MAX;
+use plinth_core::lock;
 use plinth_core::lock::{HoldInfo, LockCommand, LockOutput, TicketStatus};
 use plinth_core::{Applied, Command, ErrorCode, FencingToken, Millis, Output, Revision};
 use plinth_node::Submitted;
@@ -25,7 +26,7 @@ impl Api {
         r: pb::LockAcquireRequest,
     ) -> Result<pb::LockAcquireResponse, ApiError> {
         let (hold, header) = self
-            .acquire(LockCommand::Acquire {
+            .acquire(LockCommand::Acquire(lock::Acquire {
                 name: r.name,
                 owner: r.owner,
                 ttl_ms: r.ttl_ms,
@@ -33,7 +34,7 @@ impl Api {
                 permits: r.permits.max(1),
                 value: Vec::new(),
                 node: self.node.node_id(),
-            })
+            }))
             .await?;
         Ok(pb::LockAcquireResponse {
             header: Some(header),
@@ -45,11 +46,11 @@ impl Api {
         &self,
         r: pb::LockRenewRequest,
     ) -> Result<pb::LockRenewResponse, ApiError> {
-        let command = LockCommand::Renew {
+        let command = LockCommand::Renew(lock::Renew {
             name: r.name,
             token: FencingToken(r.token),
             ttl_ms: (r.ttl_ms != 0).then_some(r.ttl_ms),
-        };
+        });
         match self.propose(Command::Lock(command)).await? {
             (Output::Lock(LockOutput::Renewed(hold)), header) => Ok(pb::LockRenewResponse {
                 header: Some(header),
@@ -125,7 +126,7 @@ impl Api {
             r.wait_ms
         };
         let (hold, header) = self
-            .acquire(LockCommand::Acquire {
+            .acquire(LockCommand::Acquire(lock::Acquire {
                 name: r.name,
                 owner: r.candidate,
                 ttl_ms: r.ttl_ms,
@@ -133,7 +134,7 @@ impl Api {
                 permits: 1,
                 value: r.value,
                 node: self.node.node_id(),
-            })
+            }))
             .await?;
         Ok(pb::ElectionCampaignResponse {
             header: Some(header),
@@ -162,11 +163,11 @@ impl Api {
         &self,
         r: pb::ElectionProclaimRequest,
     ) -> Result<pb::ElectionProclaimResponse, ApiError> {
-        let command = LockCommand::Proclaim {
+        let command = LockCommand::Proclaim(lock::Proclaim {
             name: r.name,
             token: FencingToken(r.token),
             value: r.value,
-        };
+        });
         match self.propose(Command::Lock(command)).await? {
             (Output::Lock(LockOutput::Proclaimed(hold)), header) => {
                 Ok(pb::ElectionProclaimResponse {
@@ -220,10 +221,10 @@ impl Api {
     }
 
     async fn release(&self, name: String, token: u64) -> Result<pb::ResponseHeader, ApiError> {
-        let command = LockCommand::Release {
+        let command = LockCommand::Release(lock::Release {
             name,
             token: FencingToken(token),
-        };
+        });
         match self.propose(Command::Lock(command)).await? {
             (Output::Lock(LockOutput::Released { .. }), header) => Ok(header),
             (other, _) => unexpected(other),
@@ -235,12 +236,12 @@ impl Api {
     /// call started: a queued ticket, or a grant the caller will never hear of, is abandoned
     /// through the log instead of holding up the lock for a whole ttl.
     async fn acquire(&self, command: LockCommand) -> Acquired {
-        let LockCommand::Acquire {
+        let LockCommand::Acquire(lock::Acquire {
             name,
             owner,
             wait_ms,
             ..
-        } = &command
+        }) = &command
         else {
             unreachable!("acquire proposes an Acquire")
         };
@@ -258,8 +259,8 @@ impl Api {
         acquiring.stage = Stage::Done;
         let (output, header) = self.applied(applied)?;
         match output {
-            Output::Lock(LockOutput::Acquired(hold)) => Ok((hold, header)),
-            Output::Lock(LockOutput::Queued { ticket, .. }) => {
+            Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold))) => Ok((hold, header)),
+            Output::Lock(LockOutput::Acquire(lock::Acquired::Queued { ticket, .. })) => {
                 acquiring.stage = Stage::Queued(ticket);
                 let waited = self
                     .await_ticket(&acquiring.name, &owner, ticket, wait_ms)
@@ -317,7 +318,7 @@ impl Api {
     /// Takes a ticket out of its queue, or releases the hold granted to it. Refused when the
     /// ticket is already gone, which is the outcome wanted.
     async fn abandon(&self, name: String, ticket: Revision) {
-        let command = LockCommand::Abandon { name, ticket };
+        let command = LockCommand::Abandon(lock::Abandon { name, ticket });
         if let Err(e) = self.node.propose(Command::Lock(command)).await {
             tracing::debug!(error = %e, "could not abandon a lock ticket");
         }
@@ -361,11 +362,14 @@ impl Drop for Acquiring {
                 Stage::Queued(ticket) => ticket,
                 Stage::Proposed(mut submitted) => match submitted.outcome().await {
                     Ok(Applied {
-                        result: Ok(Output::Lock(LockOutput::Acquired(hold))),
+                        result: Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold)))),
                         ..
                     }) => hold.ticket,
                     Ok(Applied {
-                        result: Ok(Output::Lock(LockOutput::Queued { ticket, .. })),
+                        result:
+                            Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Queued {
+                                ticket, ..
+                            }))),
                         ..
                     }) => ticket,
                     _ => return,

@@ -6,6 +6,7 @@
 use crate::api::{Api, unexpected};
 use crate::error::ApiError;
 use plinth_core::limits::{self, QUEUE_WAIT_MS_MAX};
+use plinth_core::queue;
 use plinth_core::queue::{
     AckFailure, Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
 };
@@ -149,10 +150,10 @@ impl Api {
         r: pb::QueueCreateRequest,
     ) -> Result<pb::QueueCreateResponse, ApiError> {
         let name = r.name.clone();
-        let command = QueueCommand::Create {
+        let command = QueueCommand::Create(queue::Create {
             name: r.name,
             config: config(r.config.unwrap_or_default()),
-        };
+        });
         let (out, header) = self.queue_command(command).await?;
         let QueueOutput::Created { existed } = out else {
             unexpected(Output::Queue(out))
@@ -172,7 +173,7 @@ impl Api {
         r: pb::QueueDeleteRequest,
     ) -> Result<pb::QueueDeleteResponse, ApiError> {
         match self
-            .queue_command(QueueCommand::Delete { name: r.name })
+            .queue_command(QueueCommand::Delete(queue::Delete { name: r.name }))
             .await?
         {
             (QueueOutput::Deleted { messages }, header) => Ok(pb::QueueDeleteResponse {
@@ -220,10 +221,10 @@ impl Api {
             dedup_id: r.dedup_id,
             group: r.group,
         });
-        let command = QueueCommand::Send {
+        let command = QueueCommand::Send(queue::Send {
             queue: r.queue,
             messages: vec![message],
-        };
+        });
         match self.queue_command(command).await? {
             (QueueOutput::Sent(results), header) => {
                 let first = &results[0];
@@ -241,10 +242,10 @@ impl Api {
         &self,
         r: pb::QueueSendBatchRequest,
     ) -> Result<pb::QueueSendBatchResponse, ApiError> {
-        let command = QueueCommand::Send {
+        let command = QueueCommand::Send(queue::Send {
             queue: r.queue,
             messages: r.messages.into_iter().map(entry).collect(),
-        };
+        });
         match self.queue_command(command).await? {
             (QueueOutput::Sent(results), header) => Ok(pb::QueueSendBatchResponse {
                 header: Some(header),
@@ -286,18 +287,18 @@ impl Api {
         // receive without acks is proposed as the log's older `Receive`, which a member not yet
         // upgraded still reads.
         let first = if given.is_empty() {
-            QueueCommand::Receive {
+            QueueCommand::Receive(queue::Receive {
                 queue: r.queue.clone(),
                 max,
                 visibility_ms,
-            }
+            })
         } else {
-            QueueCommand::AckAndReceive {
+            QueueCommand::AckAndReceive(queue::AckAndReceive {
                 queue: r.queue.clone(),
                 ack: given.clone(),
                 max,
                 visibility_ms,
-            }
+            })
         };
         let (deliveries, failed, header) = self.receive_once(first).await?;
         let ack_failures = as_given(&r.ack, &given, failed);
@@ -328,11 +329,11 @@ impl Api {
             };
             let next = match woken {
                 Ok(()) => {
-                    self.receive_once(QueueCommand::Receive {
+                    self.receive_once(QueueCommand::Receive(queue::Receive {
                         queue: r.queue.clone(),
                         max,
                         visibility_ms,
-                    })
+                    }))
                     .await
                 }
                 Err(e) => Err(e),
@@ -355,10 +356,10 @@ impl Api {
         command: QueueCommand,
     ) -> Result<(Vec<Delivery>, Vec<AckFailure>, pb::ResponseHeader), ApiError> {
         let (out, header) = self.queue_command(command).await?;
-        let QueueOutput::Received {
+        let QueueOutput::Received(queue::Received {
             deliveries,
             ack_failures,
-        } = out
+        }) = out
         else {
             unexpected(Output::Queue(out))
         };
@@ -369,10 +370,10 @@ impl Api {
         &self,
         r: pb::QueueAckRequest,
     ) -> Result<pb::QueueAckResponse, ApiError> {
-        let command = QueueCommand::Ack {
+        let command = QueueCommand::Ack(queue::Ack {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
-        };
+        });
         let (_, header) = self.queue_command(command).await?;
         Ok(pb::QueueAckResponse {
             header: Some(header),
@@ -383,12 +384,12 @@ impl Api {
         &self,
         r: pb::QueueNackRequest,
     ) -> Result<pb::QueueNackResponse, ApiError> {
-        let command = QueueCommand::Nack {
+        let command = QueueCommand::Nack(queue::Nack {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
             delay_ms: r.delay_ms,
             reason: r.reason,
-        };
+        });
         match self.queue_command(command).await? {
             (QueueOutput::Nacked { dead_lettered }, header) => Ok(pb::QueueNackResponse {
                 header: Some(header),
@@ -402,11 +403,11 @@ impl Api {
         &self,
         r: pb::QueueChangeVisibilityRequest,
     ) -> Result<pb::QueueChangeVisibilityResponse, ApiError> {
-        let command = QueueCommand::ChangeVisibility {
+        let command = QueueCommand::ChangeVisibility(queue::ChangeVisibility {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
             visibility_ms: r.visibility_ms,
-        };
+        });
         match self.queue_command(command).await? {
             (QueueOutput::VisibilityChanged { visible_at }, header) => {
                 Ok(pb::QueueChangeVisibilityResponse {
@@ -422,11 +423,11 @@ impl Api {
         &self,
         r: pb::QueueRedriveRequest,
     ) -> Result<pb::QueueRedriveResponse, ApiError> {
-        let command = QueueCommand::Redrive {
+        let command = QueueCommand::Redrive(queue::Redrive {
             dlq: r.dlq,
             to: (!r.to.is_empty()).then_some(r.to),
             max: r.max,
-        };
+        });
         match self.queue_command(command).await? {
             (QueueOutput::Redriven { moved }, header) => Ok(pb::QueueRedriveResponse {
                 header: Some(header),
@@ -441,7 +442,7 @@ impl Api {
         r: pb::QueuePurgeRequest,
     ) -> Result<pb::QueuePurgeResponse, ApiError> {
         match self
-            .queue_command(QueueCommand::Purge { queue: r.name })
+            .queue_command(QueueCommand::Purge(queue::Purge { queue: r.name }))
             .await?
         {
             (QueueOutput::Purged { messages }, header) => Ok(pb::QueuePurgeResponse {

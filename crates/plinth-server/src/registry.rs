@@ -7,6 +7,7 @@
 
 use crate::api::{Api, ReplyStream, now_ms, unexpected};
 use crate::error::ApiError;
+use plinth_core::registry;
 use plinth_core::registry::{
     DownReason, InstanceInfo, RegistryCommand, RegistryEvent, RegistryEventKind, RegistryOutput,
     Status as InstanceStatus,
@@ -96,14 +97,14 @@ impl Api {
         &self,
         r: pb::RegistryRegisterRequest,
     ) -> Result<pb::RegistryInstanceResponse, ApiError> {
-        let command = RegistryCommand::Register {
+        let command = RegistryCommand::Register(registry::Register {
             service: r.service,
             instance: r.instance,
             address: r.address,
             metadata: r.metadata,
             ttl_ms: r.ttl_ms,
             status: status(&r.status)?,
-        };
+        });
         match self.registry_command(command).await? {
             (RegistryOutput::Registered(info), header) => {
                 self.registry_instance(info, header).await
@@ -116,13 +117,13 @@ impl Api {
         &self,
         r: pb::RegistryHeartbeatRequest,
     ) -> Result<pb::RegistryHeartbeatResponse, ApiError> {
-        let command = RegistryCommand::Heartbeat {
+        let command = RegistryCommand::Heartbeat(registry::Heartbeat {
             service: r.service,
             instance: r.instance,
             lease: LeaseId(r.lease),
-        };
+        });
         match self.registry_command(command).await? {
-            (RegistryOutput::HeartbeatOk { deadline, ttl_ms }, header) => {
+            (RegistryOutput::HeartbeatOk(registry::HeartbeatOk { deadline, ttl_ms }), header) => {
                 Ok(pb::RegistryHeartbeatResponse {
                     header: Some(header),
                     ttl_ms,
@@ -137,7 +138,7 @@ impl Api {
         &self,
         r: pb::RegistrySetStatusRequest,
     ) -> Result<pb::RegistryInstanceResponse, ApiError> {
-        let command = RegistryCommand::SetStatus {
+        let command = RegistryCommand::SetStatus(registry::SetStatus {
             service: r.service,
             instance: r.instance,
             lease: lease(r.lease),
@@ -149,7 +150,7 @@ impl Api {
             } else {
                 status(&r.status)?
             },
-        };
+        });
         match self.registry_command(command).await? {
             (RegistryOutput::StatusSet(info), header) => self.registry_instance(info, header).await,
             (other, _) => unexpected(Output::Registry(other)),
@@ -160,11 +161,11 @@ impl Api {
         &self,
         r: pb::RegistryDeregisterRequest,
     ) -> Result<pb::RegistryDeregisterResponse, ApiError> {
-        let command = RegistryCommand::Deregister {
+        let command = RegistryCommand::Deregister(registry::Deregister {
             service: r.service,
             instance: r.instance,
             lease: lease(r.lease),
-        };
+        });
         let (_, header) = self.registry_command(command).await?;
         Ok(pb::RegistryDeregisterResponse {
             header: Some(header),

@@ -4,6 +4,7 @@
 use crate::api::{Api, unexpected};
 use crate::error::ApiError;
 use plinth_core::limits::{self, SCHEDULE_WAIT_MS_MAX};
+use plinth_core::schedule;
 use plinth_core::schedule::{
     Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
     ScheduleOutput, Spec,
@@ -226,12 +227,12 @@ impl Api {
         &self,
         r: pb::ScheduleCreateRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        let command = ScheduleCommand::Create {
+        let command = ScheduleCommand::Create(schedule::Create {
             id: r.id.clone(),
             spec: spec(r.spec.unwrap_or_default())?,
             job: r.job,
             policy: policy(r.policy.unwrap_or_default())?,
-        };
+        });
         self.schedule_command(command).await?;
         self.schedule_now(r.id).await
     }
@@ -273,7 +274,7 @@ impl Api {
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleCancelResponse, ApiError> {
         match self
-            .schedule_command(ScheduleCommand::Cancel { id: r.id })
+            .schedule_command(ScheduleCommand::Cancel(schedule::Cancel { id: r.id }))
             .await?
         {
             (ScheduleOutput::Cancelled { runs }, header) => Ok(pb::ScheduleCancelResponse {
@@ -288,7 +289,7 @@ impl Api {
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        self.schedule_command(ScheduleCommand::Pause { id: r.id.clone() })
+        self.schedule_command(ScheduleCommand::Pause(schedule::Pause { id: r.id.clone() }))
             .await?;
         self.schedule_now(r.id).await
     }
@@ -297,8 +298,10 @@ impl Api {
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        self.schedule_command(ScheduleCommand::Resume { id: r.id.clone() })
-            .await?;
+        self.schedule_command(ScheduleCommand::Resume(schedule::Resume {
+            id: r.id.clone(),
+        }))
+        .await?;
         self.schedule_now(r.id).await
     }
 
@@ -307,7 +310,7 @@ impl Api {
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleTriggerResponse, ApiError> {
         match self
-            .schedule_command(ScheduleCommand::Trigger { id: r.id })
+            .schedule_command(ScheduleCommand::Trigger(schedule::Trigger { id: r.id }))
             .await?
         {
             (ScheduleOutput::Triggered { run }, header) => Ok(pb::ScheduleTriggerResponse {
@@ -356,11 +359,11 @@ impl Api {
             ));
         }
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        let command = ScheduleCommand::Claim {
+        let command = ScheduleCommand::Claim(schedule::Claim {
             worker: r.worker,
             max: r.max.max(1),
             schedules: r.schedules.clone(),
-        };
+        });
         loop {
             let (out, header) = self.schedule_command(command.clone()).await?;
             let ScheduleOutput::Claimed(claims) = out else {
@@ -411,10 +414,10 @@ impl Api {
         &self,
         r: pb::ScheduleHeartbeatRequest,
     ) -> Result<pb::ScheduleHeartbeatResponse, ApiError> {
-        let command = ScheduleCommand::Heartbeat {
+        let command = ScheduleCommand::Heartbeat(schedule::Heartbeat {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
-        };
+        });
         match self.schedule_command(command).await? {
             (ScheduleOutput::Heartbeat { until }, header) => Ok(pb::ScheduleHeartbeatResponse {
                 header: Some(header),
@@ -428,11 +431,11 @@ impl Api {
         &self,
         r: pb::ScheduleCompleteRequest,
     ) -> Result<pb::ScheduleCompleteResponse, ApiError> {
-        let command = ScheduleCommand::Complete {
+        let command = ScheduleCommand::Complete(schedule::Complete {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
             result: r.result,
-        };
+        });
         let (_, header) = self.schedule_command(command).await?;
         Ok(pb::ScheduleCompleteResponse {
             header: Some(header),
@@ -443,13 +446,13 @@ impl Api {
         &self,
         r: pb::ScheduleFailRequest,
     ) -> Result<pb::ScheduleFailResponse, ApiError> {
-        let command = ScheduleCommand::Fail {
+        let command = ScheduleCommand::Fail(schedule::Fail {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
             error: r.error,
-        };
+        });
         match self.schedule_command(command).await? {
-            (ScheduleOutput::Failed { dead, runnable_at }, header) => {
+            (ScheduleOutput::Failed(schedule::Failed { dead, runnable_at }), header) => {
                 Ok(pb::ScheduleFailResponse {
                     header: Some(header),
                     dead,

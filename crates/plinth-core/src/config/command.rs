@@ -4,29 +4,46 @@ use crate::{Millis, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Sets the keys of `set` (values are JSON text) and deletes those of `delete`, as one new
+/// version; only if the latest version is `expected_version`, when one is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    pub service: String,
+    pub set: BTreeMap<String, String>,
+    pub delete: BTreeSet<String>,
+    pub expected_version: Option<u64>,
+}
+
+/// A new version whose snapshot equals version `to_version`'s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub service: String,
+    pub to_version: u64,
+    pub expected_version: Option<u64>,
+}
+
+/// Sets (JSON text of a JSON Schema) or clears the schema every later version must satisfy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSchema {
+    pub service: String,
+    pub schema: Option<String>,
+}
+
+/// How many commits the service keeps for snapshots at old versions and for watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRetention {
+    pub service: String,
+    pub versions_kept: u32,
+}
+
+/// Every config command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigCommand {
-    /// Sets the keys of `set` (values are JSON text) and deletes those of `delete`, as one new
-    /// version; only if the latest version is `expected_version`, when one is given.
-    Put {
-        service: String,
-        set: BTreeMap<String, String>,
-        delete: BTreeSet<String>,
-        expected_version: Option<u64>,
-    },
-    /// A new version whose snapshot equals version `to_version`'s.
-    Rollback {
-        service: String,
-        to_version: u64,
-        expected_version: Option<u64>,
-    },
-    /// Sets (JSON text of a JSON Schema) or clears the schema every later version must satisfy.
-    SetSchema {
-        service: String,
-        schema: Option<String>,
-    },
-    /// How many commits the service keeps for snapshots at old versions and for watchers.
-    SetRetention { service: String, versions_kept: u32 },
+    Put(Put),
+    Rollback(Rollback),
+    SetSchema(SetSchema),
+    SetRetention(SetRetention),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{ConfigCommand, ConfigOutput, ConfigSnapshot, ConfigVersion, ServiceInfo};
+pub use command::{
+    ConfigCommand, ConfigOutput, ConfigSnapshot, ConfigVersion, Put, Rollback, ServiceInfo,
+    SetRetention, SetSchema,
+};
 pub use error::{ConfigError, VersionField};
 pub use state::{ConfigState, canonical_json};

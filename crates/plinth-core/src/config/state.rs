@@ -5,6 +5,7 @@ use super::{
     ConfigCommand, ConfigError, ConfigOutput, ConfigSnapshot, ConfigVersion, ServiceInfo,
     VersionField,
 };
+use crate::config;
 use crate::limits::{
     CONFIG_HISTORY_BYTES_MAX, CONFIG_HISTORY_VERSIONS_DEFAULT, CONFIG_HISTORY_VERSIONS_MAX,
     CONFIG_KEYS_MAX, CONFIG_SCHEMA_BYTES_MAX, CONFIG_SERVICES_MAX, CONFIG_SNAPSHOT_BYTES_MAX,
@@ -225,12 +226,12 @@ impl ConfigState {
     /// Checks a command's shape against the limits without looking at the data.
     pub fn validate(command: &ConfigCommand) -> Result<(), ConfigError> {
         match command {
-            ConfigCommand::Put {
+            ConfigCommand::Put(config::Put {
                 service,
                 set,
                 delete,
                 ..
-            } => {
+            }) => {
                 check_service(service)?;
                 if set.is_empty() && delete.is_empty() {
                     return Err(ConfigError::EmptyChange);
@@ -259,18 +260,18 @@ impl ConfigState {
                 }
                 Ok(())
             }
-            ConfigCommand::Rollback {
+            ConfigCommand::Rollback(config::Rollback {
                 service,
                 to_version,
                 ..
-            } => {
+            }) => {
                 check_service(service)?;
                 if *to_version == 0 {
                     return Err(ConfigError::RollbackToZero);
                 }
                 Ok(())
             }
-            ConfigCommand::SetSchema { service, schema } => {
+            ConfigCommand::SetSchema(config::SetSchema { service, schema }) => {
                 check_service(service)?;
                 if let Some(schema) = schema {
                     if schema.len() > CONFIG_SCHEMA_BYTES_MAX {
@@ -282,10 +283,10 @@ impl ConfigState {
                 }
                 Ok(())
             }
-            ConfigCommand::SetRetention {
+            ConfigCommand::SetRetention(config::SetRetention {
                 service,
                 versions_kept,
-            } => {
+            }) => {
                 check_service(service)?;
                 if *versions_kept == 0 || *versions_kept > CONFIG_HISTORY_VERSIONS_MAX {
                     return Err(ConfigError::Retention {
@@ -304,12 +305,12 @@ impl ConfigState {
     ) -> Result<ConfigOutput, ConfigError> {
         Self::validate(command)?;
         match command {
-            ConfigCommand::Put {
+            ConfigCommand::Put(config::Put {
                 service,
                 set,
                 delete,
                 expected_version,
-            } => {
+            }) => {
                 let existing = self.services.get(service);
                 let version = existing.map_or(0, |s| s.version);
                 check_expected(service, *expected_version, version)?;
@@ -330,11 +331,11 @@ impl ConfigState {
                 };
                 self.commit(service, change, ctx)
             }
-            ConfigCommand::Rollback {
+            ConfigCommand::Rollback(config::Rollback {
                 service,
                 to_version,
                 expected_version,
-            } => {
+            }) => {
                 let s = self.service(service)?;
                 let to = s.kept(service, *to_version, VersionField::ToVersion)?;
                 check_expected(service, *expected_version, s.version)?;
@@ -358,7 +359,7 @@ impl ConfigState {
                 };
                 self.commit(service, change, ctx)
             }
-            ConfigCommand::SetSchema { service, schema } => {
+            ConfigCommand::SetSchema(config::SetSchema { service, schema }) => {
                 let schema = schema
                     .as_deref()
                     .map(|s| canonical_json(s).expect("validated as JSON"));
@@ -382,10 +383,10 @@ impl ConfigState {
                 ctx.changed = true;
                 Ok(ConfigOutput::SchemaSet)
             }
-            ConfigCommand::SetRetention {
+            ConfigCommand::SetRetention(config::SetRetention {
                 service,
                 versions_kept,
-            } => {
+            }) => {
                 let s = self.service_mut(service)?;
                 s.versions_kept = *versions_kept;
                 s.trim();

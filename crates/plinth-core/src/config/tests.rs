@@ -1,6 +1,7 @@
 //! Config unit tests (scripts of commands and the answers they must give) and a property test of
 //! random puts, rollbacks, schemas and retention against a model that keeps every version.
 
+use crate::config;
 use crate::config::{ConfigCommand, ConfigError, ConfigOutput, ConfigVersion, canonical_json};
 use crate::tests::run;
 use crate::{Applied, Command, ErrorCode, Output, State, StateError};
@@ -8,7 +9,7 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn put(service: &str, set: &[(&str, &str)], delete: &[&str], expected: Option<u64>) -> Command {
-    Command::Config(ConfigCommand::Put {
+    Command::Config(ConfigCommand::Put(config::Put {
         service: service.into(),
         set: set
             .iter()
@@ -16,29 +17,29 @@ fn put(service: &str, set: &[(&str, &str)], delete: &[&str], expected: Option<u6
             .collect(),
         delete: delete.iter().map(|k| (*k).to_owned()).collect(),
         expected_version: expected,
-    })
+    }))
 }
 
 fn rollback(service: &str, to_version: u64) -> Command {
-    Command::Config(ConfigCommand::Rollback {
+    Command::Config(ConfigCommand::Rollback(config::Rollback {
         service: service.into(),
         to_version,
         expected_version: None,
-    })
+    }))
 }
 
 fn set_schema(service: &str, schema: Option<&str>) -> Command {
-    Command::Config(ConfigCommand::SetSchema {
+    Command::Config(ConfigCommand::SetSchema(config::SetSchema {
         service: service.into(),
         schema: schema.map(str::to_owned),
-    })
+    }))
 }
 
 fn retention(service: &str, versions_kept: u32) -> Command {
-    Command::Config(ConfigCommand::SetRetention {
+    Command::Config(ConfigCommand::SetRetention(config::SetRetention {
         service: service.into(),
         versions_kept,
-    })
+    }))
 }
 
 fn committed(applied: &Applied) -> ConfigVersion {
@@ -390,7 +391,7 @@ proptest! {
                 Op::Put { service, set, delete, expect } => {
                     let set: BTreeMap<String, String> = set.iter().map(|(k, v)| (KEYS[*k].to_owned(), v.to_string())).collect();
                     let delete: BTreeSet<String> = delete.iter().map(|k| KEYS[*k].to_owned()).collect();
-                    (service, Command::Config(ConfigCommand::Put { service: SERVICES[service].into(), set, delete, expected_version: expect }))
+                    (service, Command::Config(ConfigCommand::Put(config::Put { service: SERVICES[service].into(), set, delete, expected_version: expect })))
                 }
                 Op::Rollback { service, to } => (service, rollback(SERVICES[service], to)),
                 Op::Schema { service, max } => {

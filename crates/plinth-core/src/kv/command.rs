@@ -121,22 +121,33 @@ pub struct Txn {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub lease: Option<LeaseId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    pub span: KeySpan,
+}
+
+/// Drops history up to and including `revision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compact {
+    pub revision: Revision,
+}
+
+/// Every KV command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    Put {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    },
-    Delete {
-        span: KeySpan,
-    },
+    Put(Put),
+    Delete(Delete),
     Txn(Txn),
-    /// Drops history up to and including `revision`.
-    Compact {
-        revision: Revision,
-    },
+    Compact(Compact),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,21 +157,19 @@ pub enum TxnOpOutput {
     Range(RangeOutput),
 }
 
+/// What a txn did: whether every compare held (so which branch ran), and each op's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOutput {
+    pub succeeded: bool,
+    pub results: Vec<TxnOpOutput>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOutput {
-    Put {
-        prev: Option<KeyValue>,
-    },
-    Delete {
-        deleted: Vec<KeyValue>,
-    },
-    Txn {
-        succeeded: bool,
-        results: Vec<TxnOpOutput>,
-    },
-    Compact {
-        compacted_revision: Revision,
-    },
+    Put { prev: Option<KeyValue> },
+    Delete { deleted: Vec<KeyValue> },
+    Txn(TxnOutput),
+    Compact { compacted_revision: Revision },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

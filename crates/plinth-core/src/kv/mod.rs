@@ -22,8 +22,8 @@ mod state;
 mod tests;
 
 pub use command::{
-    Compare, CompareOp, CompareTarget, Event, EventKind, KeySpan, KeyValue, KvCommand, KvOutput,
-    RangeOutput, RangeRequest, Txn, TxnOp, TxnOpOutput,
+    Compact, Compare, CompareOp, CompareTarget, Delete, Event, EventKind, KeySpan, KeyValue,
+    KvCommand, KvOutput, Put, RangeOutput, RangeRequest, Txn, TxnOp, TxnOpOutput, TxnOutput,
 };
 pub use error::{KeyField, KvError};
 pub use state::KvState;

@@ -5,6 +5,7 @@ use super::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeySpan, KeyValue, KvCommand, KvError,
     KvOutput, RangeOutput, RangeRequest, Txn, TxnOp, TxnOpOutput,
 };
+use crate::kv;
 use crate::lease::LeaseState;
 use crate::limits::{
     HISTORY_EVENTS_MAX, HISTORY_RETENTION_MS, KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX,
@@ -41,10 +42,10 @@ impl KvState {
     /// calls it before proposing, so that a bad request never reaches the log.
     pub fn validate(command: &KvCommand) -> Result<(), KvError> {
         match command {
-            KvCommand::Put { key, value, .. } => check_put(key, value),
-            KvCommand::Delete { span } => check_span(span),
+            KvCommand::Put(kv::Put { key, value, .. }) => check_put(key, value),
+            KvCommand::Delete(kv::Delete { span }) => check_span(span),
             KvCommand::Txn(txn) => check_txn(txn),
-            KvCommand::Compact { .. } => Ok(()),
+            KvCommand::Compact(kv::Compact { .. }) => Ok(()),
         }
     }
 
@@ -57,16 +58,16 @@ impl KvState {
     ) -> Result<KvOutput, KvError> {
         Self::validate(command)?;
         match command {
-            KvCommand::Put { key, value, lease } => {
+            KvCommand::Put(kv::Put { key, value, lease }) => {
                 check_lease(leases, *lease)?;
                 let prev = self.put(key, value, *lease, ctx);
                 Ok(KvOutput::Put { prev })
             }
-            KvCommand::Delete { span } => Ok(KvOutput::Delete {
+            KvCommand::Delete(kv::Delete { span }) => Ok(KvOutput::Delete {
                 deleted: self.delete(span, ctx),
             }),
             KvCommand::Txn(txn) => self.txn(txn, leases, locks, ctx),
-            KvCommand::Compact { revision } => {
+            KvCommand::Compact(kv::Compact { revision }) => {
                 let current = ctx.revision.0.saturating_sub(1);
                 if revision.0 > current {
                     return Err(KvError::FutureRevision {
@@ -368,7 +369,7 @@ impl KvState {
                 TxnOp::Range(request) => TxnOpOutput::Range(self.range(request)?),
             });
         }
-        Ok(KvOutput::Txn { succeeded, results })
+        Ok(KvOutput::Txn(kv::TxnOutput { succeeded, results }))
     }
 
     fn holds(

@@ -1,20 +1,22 @@
 //! KV unit tests: each is a short script of commands and the answers and state it must give.
 
+use crate::kv;
 use crate::kv::{
     Compare, CompareOp, CompareTarget, EventKind, KeySpan, KvCommand, KvError, KvOutput,
     RangeRequest, Txn, TxnOp,
 };
+use crate::lease;
 use crate::lease::{LeaseCommand, LeaseOutput};
 use crate::limits::{HISTORY_RETENTION_MS, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::tests::run;
 use crate::{Command, LeaseId, Millis, Output, Revision, State, StateError};
 
 fn put(key: &str, value: &str) -> Command {
-    Command::Kv(KvCommand::Put {
+    Command::Kv(KvCommand::Put(kv::Put {
         key: key.into(),
         value: value.into(),
         lease: None,
-    })
+    }))
 }
 
 fn range_all(state: &State) -> Vec<(String, String)> {
@@ -40,7 +42,7 @@ fn grant(state: &mut State, at_ms: u64, ttl_ms: u64) -> LeaseId {
     match run(
         state,
         at_ms,
-        Command::Lease(LeaseCommand::Grant { id: None, ttl_ms }),
+        Command::Lease(LeaseCommand::Grant(lease::Grant { id: None, ttl_ms })),
     )
     .result
     {
@@ -70,11 +72,11 @@ fn each_put_gets_the_next_revision_and_versions_count_puts() {
 fn refused_commands_change_nothing_and_take_no_revision() {
     let mut s = State::default();
     run(&mut s, 1, put("a", "1"));
-    let long_key = Command::Kv(KvCommand::Put {
+    let long_key = Command::Kv(KvCommand::Put(kv::Put {
         key: vec![b'k'; KEY_BYTES_MAX + 1],
         value: vec![],
         lease: None,
-    });
+    }));
     let applied = run(&mut s, 2, long_key);
     assert_eq!(applied.revision, Revision(1));
     let err = applied.result.unwrap_err();
@@ -86,20 +88,20 @@ fn refused_commands_change_nothing_and_take_no_revision() {
             KEY_BYTES_MAX + 1
         )
     );
-    let big = Command::Kv(KvCommand::Put {
+    let big = Command::Kv(KvCommand::Put(kv::Put {
         key: b"v".to_vec(),
         value: vec![0; VALUE_BYTES_MAX + 1],
         lease: None,
-    });
+    }));
     assert!(matches!(
         run(&mut s, 3, big).result,
         Err(StateError::Kv(KvError::ValueTooLarge { .. }))
     ));
-    let unknown = Command::Kv(KvCommand::Put {
+    let unknown = Command::Kv(KvCommand::Put(kv::Put {
         key: b"x".to_vec(),
         value: vec![],
         lease: Some(LeaseId(42)),
-    });
+    }));
     let err = run(&mut s, 4, unknown).result.unwrap_err();
     assert_eq!(err.code(), crate::ErrorCode::NotFound);
     assert_eq!(s.revision(), Revision(1));
@@ -138,20 +140,20 @@ fn txn_applies_one_branch_atomically_in_one_revision() {
     assert_eq!(applied.revision, Revision(2));
     assert!(matches!(
         applied.result,
-        Ok(Output::Kv(KvOutput::Txn {
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput {
             succeeded: true,
             ..
-        }))
+        })))
     ));
     assert_eq!(applied.events.len(), 2);
     assert!(applied.events.iter().all(|e| e.revision() == Revision(2)));
     let applied = run(&mut s, 3, txn(7));
     assert!(matches!(
         applied.result,
-        Ok(Output::Kv(KvOutput::Txn {
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput {
             succeeded: false,
             ..
-        }))
+        })))
     ));
     assert_eq!(
         range_all(&s),
@@ -203,17 +205,17 @@ fn compares_on_a_missing_key_see_zero_and_no_value() {
     };
     assert!(matches!(
         run(&mut s, 1, create_if_absent("first")).result,
-        Ok(Output::Kv(KvOutput::Txn {
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput {
             succeeded: true,
             ..
-        }))
+        })))
     ));
     assert!(matches!(
         run(&mut s, 2, create_if_absent("second")).result,
-        Ok(Output::Kv(KvOutput::Txn {
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput {
             succeeded: false,
             ..
-        }))
+        })))
     ));
     assert_eq!(s.kv().get(b"k").unwrap().value, b"first");
     let value_on_missing = Command::Kv(KvCommand::Txn(Txn {
@@ -231,10 +233,10 @@ fn compares_on_a_missing_key_see_zero_and_no_value() {
     }));
     assert!(matches!(
         run(&mut s, 3, value_on_missing).result,
-        Ok(Output::Kv(KvOutput::Txn {
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput {
             succeeded: false,
             ..
-        }))
+        })))
     ));
 }
 
@@ -244,7 +246,7 @@ fn delete_covers_a_key_a_prefix_or_a_half_open_range() {
     for k in ["a", "b/1", "b/2", "c", "d"] {
         run(&mut s, 1, put(k, "v"));
     }
-    let del = |span| Command::Kv(KvCommand::Delete { span });
+    let del = |span| Command::Kv(KvCommand::Delete(kv::Delete { span }));
     run(&mut s, 2, del(KeySpan::Prefix(b"b/".to_vec())));
     assert_eq!(s.kv().len(), 3);
     run(
@@ -305,11 +307,11 @@ fn lease_expiry_deletes_attached_keys_in_one_revision() {
     let mut s = State::default();
     let lease = grant(&mut s, 1_000, 1_000);
     for k in ["x", "y"] {
-        let c = Command::Kv(KvCommand::Put {
+        let c = Command::Kv(KvCommand::Put(kv::Put {
             key: k.into(),
             value: b"v".to_vec(),
             lease: Some(lease),
-        });
+        }));
         run(&mut s, 1_100, c).result.unwrap();
     }
     run(&mut s, 1_200, put("z", "stays"));
@@ -338,11 +340,11 @@ fn revoke_deletes_attached_keys_and_a_put_can_move_a_key_off_a_lease() {
     let mut s = State::default();
     let lease = grant(&mut s, 0, 10_000);
     let with = |k: &str, l| {
-        Command::Kv(KvCommand::Put {
+        Command::Kv(KvCommand::Put(kv::Put {
             key: k.into(),
             value: b"v".to_vec(),
             lease: l,
-        })
+        }))
     };
     run(&mut s, 1, with("a", Some(lease)));
     run(&mut s, 1, with("b", Some(lease)));
@@ -351,7 +353,7 @@ fn revoke_deletes_attached_keys_and_a_put_can_move_a_key_off_a_lease() {
     let revoked = run(
         &mut s,
         3,
-        Command::Lease(LeaseCommand::Revoke { id: lease }),
+        Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: lease })),
     );
     assert_eq!(revoked.events.len(), 1);
     assert_eq!(range_all(&s), vec![("b".into(), "v".into())]);
@@ -359,7 +361,7 @@ fn revoke_deletes_attached_keys_and_a_put_can_move_a_key_off_a_lease() {
         run(
             &mut s,
             4,
-            Command::Lease(LeaseCommand::KeepAlive { id: lease })
+            Command::Lease(LeaseCommand::KeepAlive(lease::KeepAlive { id: lease }))
         )
         .result
         .is_err()
@@ -381,9 +383,9 @@ fn history_serves_events_after_a_revision_until_compacted() {
     run(
         &mut s,
         2,
-        Command::Kv(KvCommand::Compact {
+        Command::Kv(KvCommand::Compact(kv::Compact {
             revision: Revision(5),
-        }),
+        })),
     );
     assert_eq!(
         s.kv().events_after(Revision(3), 100).unwrap_err(),
@@ -396,9 +398,9 @@ fn history_serves_events_after_a_revision_until_compacted() {
     let future = run(
         &mut s,
         3,
-        Command::Kv(KvCommand::Compact {
+        Command::Kv(KvCommand::Compact(kv::Compact {
             revision: Revision(99),
-        }),
+        })),
     );
     assert!(matches!(
         future.result,

@@ -3,16 +3,37 @@
 use crate::{LeaseId, Millis};
 use serde::{Deserialize, Serialize};
 
+/// A new lease; `id` may be chosen by the caller (it must be unused), else the next free id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: Option<LeaseId>,
+    pub ttl_ms: u64,
+}
+
+/// Moves the deadline to `clock + ttl_ms` (the ttl of the grant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepAlive {
+    pub id: LeaseId,
+}
+
+/// Ends the lease now and releases what is attached to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoke {
+    pub id: LeaseId,
+}
+
+/// Proposed by a new leader: every deadline becomes at least `clock + ttl_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh;
+
+/// Every lease command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseCommand {
-    /// A new lease; `id` may be chosen by the caller (it must be unused), else the next free id.
-    Grant { id: Option<LeaseId>, ttl_ms: u64 },
-    /// Moves the deadline to `clock + ttl_ms` (the ttl of the grant).
-    KeepAlive { id: LeaseId },
-    /// Ends the lease now and releases what is attached to it.
-    Revoke { id: LeaseId },
-    /// Proposed by a new leader: every deadline becomes at least `clock + ttl_ms`.
-    Refresh,
+    Grant(Grant),
+    KeepAlive(KeepAlive),
+    Revoke(Revoke),
+    Refresh(Refresh),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{LeaseCommand, LeaseInfo, LeaseOutput};
+pub use command::{Grant, KeepAlive, LeaseCommand, LeaseInfo, LeaseOutput, Refresh, Revoke};
 pub use error::{LeaseError, check_ttl};
 pub use state::LeaseState;

@@ -2,6 +2,7 @@
 
 use super::error::check_ttl;
 use super::{LeaseCommand, LeaseError, LeaseInfo, LeaseOutput};
+use crate::lease;
 use crate::limits::LEASES_MAX;
 use crate::{LeaseId, Millis};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ impl LeaseState {
     /// for a reason of its own.
     pub fn validate(&self, command: &LeaseCommand) -> Result<(), LeaseError> {
         match command {
-            LeaseCommand::Grant { id, ttl_ms } => {
+            LeaseCommand::Grant(lease::Grant { id, ttl_ms }) => {
                 check_ttl(*ttl_ms)?;
                 if let Some(id) = id {
                     if id.0 == 0 {
@@ -39,8 +40,9 @@ impl LeaseState {
                 }
                 self.check_room()
             }
-            LeaseCommand::KeepAlive { id } | LeaseCommand::Revoke { id } => self.check_alive(*id),
-            LeaseCommand::Refresh => Ok(()),
+            LeaseCommand::KeepAlive(lease::KeepAlive { id })
+            | LeaseCommand::Revoke(lease::Revoke { id }) => self.check_alive(*id),
+            LeaseCommand::Refresh(lease::Refresh) => Ok(()),
         }
     }
 
@@ -53,7 +55,7 @@ impl LeaseState {
     ) -> Result<LeaseOutput, LeaseError> {
         self.validate(command)?;
         match command {
-            LeaseCommand::Grant { id, ttl_ms } => {
+            LeaseCommand::Grant(lease::Grant { id, ttl_ms }) => {
                 let id = match id {
                     Some(id) => *id,
                     None => self.free_id(),
@@ -72,7 +74,7 @@ impl LeaseState {
                     self.info(id, clock).expect("just granted"),
                 ))
             }
-            LeaseCommand::KeepAlive { id } => {
+            LeaseCommand::KeepAlive(lease::KeepAlive { id }) => {
                 let lease = self.leases.get(id).expect("validated");
                 let deadline = Millis(clock.0.saturating_add(lease.ttl_ms));
                 self.move_deadline(*id, deadline);
@@ -80,11 +82,11 @@ impl LeaseState {
                     self.info(*id, clock).expect("alive"),
                 ))
             }
-            LeaseCommand::Revoke { id } => {
+            LeaseCommand::Revoke(lease::Revoke { id }) => {
                 self.remove(*id);
                 Ok(LeaseOutput::Revoked { id: *id })
             }
-            LeaseCommand::Refresh => {
+            LeaseCommand::Refresh(lease::Refresh) => {
                 let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
                 for id in &ids {
                     let lease = &self.leases[id];

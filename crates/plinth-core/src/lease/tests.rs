@@ -1,5 +1,6 @@
 //! Lease unit tests: grant, keep-alive, expiry, refresh and the ttl limits.
 
+use crate::lease;
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::limits::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN};
 use crate::{LeaseId, Millis};
@@ -16,10 +17,10 @@ fn ttl_outside_the_limits_is_refused_with_the_limit() {
     let zero = apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 0,
-        },
+        }),
     )
     .unwrap_err();
     assert_eq!(
@@ -29,10 +30,10 @@ fn ttl_outside_the_limits_is_refused_with_the_limit() {
     let huge = apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: u64::MAX,
-        },
+        }),
     )
     .unwrap_err();
     assert_eq!(
@@ -48,38 +49,38 @@ fn ids_are_never_reused_and_chosen_ids_must_be_free() {
     let a = granted(apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 1_000,
-        },
+        }),
     ));
-    apply(&mut s, 0, LeaseCommand::Revoke { id: a }).unwrap();
+    apply(&mut s, 0, LeaseCommand::Revoke(lease::Revoke { id: a })).unwrap();
     let b = granted(apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 1_000,
-        },
+        }),
     ));
     assert!(b > a);
     let chosen = granted(apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: Some(LeaseId(100)),
             ttl_ms: 1_000,
-        },
+        }),
     ));
     assert_eq!(chosen, LeaseId(100));
     assert_eq!(
         apply(
             &mut s,
             0,
-            LeaseCommand::Grant {
+            LeaseCommand::Grant(lease::Grant {
                 id: Some(LeaseId(100)),
                 ttl_ms: 1_000
-            }
+            })
         ),
         Err(LeaseError::AlreadyExists { id: LeaseId(100) })
     );
@@ -87,10 +88,10 @@ fn ids_are_never_reused_and_chosen_ids_must_be_free() {
         granted(apply(
             &mut s,
             0,
-            LeaseCommand::Grant {
+            LeaseCommand::Grant(lease::Grant {
                 id: None,
                 ttl_ms: 1_000
-            }
+            })
         )),
         LeaseId(101)
     );
@@ -102,16 +103,25 @@ fn keep_alive_moves_the_deadline_and_expiry_follows_it() {
     let id = granted(apply(
         &mut s,
         1_000,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 1_000,
-        },
+        }),
     ));
-    apply(&mut s, 1_800, LeaseCommand::KeepAlive { id }).unwrap();
+    apply(
+        &mut s,
+        1_800,
+        LeaseCommand::KeepAlive(lease::KeepAlive { id }),
+    )
+    .unwrap();
     assert!(s.expire(Millis(2_500)).is_empty());
     assert_eq!(s.expire(Millis(2_800)), vec![id]);
     assert_eq!(
-        apply(&mut s, 2_900, LeaseCommand::KeepAlive { id }),
+        apply(
+            &mut s,
+            2_900,
+            LeaseCommand::KeepAlive(lease::KeepAlive { id })
+        ),
         Err(LeaseError::NotFound { id })
     );
 }
@@ -122,20 +132,20 @@ fn refresh_never_shortens_and_extends_to_a_full_ttl() {
     let short = granted(apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 1_000,
-        },
+        }),
     ));
     let long = granted(apply(
         &mut s,
         0,
-        LeaseCommand::Grant {
+        LeaseCommand::Grant(lease::Grant {
             id: None,
             ttl_ms: 60_000,
-        },
+        }),
     ));
-    apply(&mut s, 900, LeaseCommand::Refresh).unwrap();
+    apply(&mut s, 900, LeaseCommand::Refresh(lease::Refresh)).unwrap();
     assert_eq!(s.info(short, Millis(900)).unwrap().deadline, Millis(1_900));
     assert_eq!(s.info(long, Millis(900)).unwrap().deadline, Millis(60_900));
 }

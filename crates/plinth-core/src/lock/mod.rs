@@ -34,6 +34,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{HoldInfo, LockCommand, LockInfo, LockOutput, TicketStatus, WaiterInfo};
+pub use command::{
+    Abandon, AbandonNode, Acquire, Acquired, HoldInfo, LockCommand, LockInfo, LockOutput, Proclaim,
+    Release, Renew, TicketStatus, WaiterInfo,
+};
 pub use error::LockError;
 pub use state::LockState;

@@ -1,11 +1,13 @@
 //! LockState: every lock in use, its holders and its queue; apply and queries.
 
 use super::{HoldInfo, LockCommand, LockError, LockInfo, LockOutput, TicketStatus, WaiterInfo};
+use crate::lease;
 use crate::lease::{LeaseCommand, LeaseOutput, LeaseState, check_ttl};
 use crate::limits::{
     ELECTION_VALUE_BYTES_MAX, LOCK_PERMITS_MAX, LOCK_WAIT_MS_MAX, LOCK_WAITERS_MAX, LOCKS_MAX,
     OWNER_BYTES_MAX,
 };
+use crate::lock;
 use crate::names::check_name;
 use crate::{Ctx, FencingToken, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,7 @@ impl LockState {
     /// Checks a command's shape against the limits without looking at the data.
     pub fn validate(command: &LockCommand) -> Result<(), LockError> {
         match command {
-            LockCommand::Acquire {
+            LockCommand::Acquire(lock::Acquire {
                 name,
                 owner,
                 ttl_ms,
@@ -61,7 +63,7 @@ impl LockState {
                 permits,
                 value,
                 ..
-            } => {
+            }) => {
                 check_name(name).map_err(LockError::Name)?;
                 if owner.is_empty() || owner.len() > OWNER_BYTES_MAX {
                     return Err(LockError::Owner { bytes: owner.len() });
@@ -75,21 +77,22 @@ impl LockState {
                 }
                 check_value(value)
             }
-            LockCommand::Renew { name, ttl_ms, .. } => {
+            LockCommand::Renew(lock::Renew { name, ttl_ms, .. }) => {
                 check_name(name).map_err(LockError::Name)?;
                 match ttl_ms {
                     Some(ttl_ms) => check_ttl(*ttl_ms).map_err(LockError::Ttl),
                     None => Ok(()),
                 }
             }
-            LockCommand::Proclaim { name, value, .. } => {
+            LockCommand::Proclaim(lock::Proclaim { name, value, .. }) => {
                 check_name(name).map_err(LockError::Name)?;
                 check_value(value)
             }
-            LockCommand::Release { name, .. } | LockCommand::Abandon { name, .. } => {
+            LockCommand::Release(lock::Release { name, .. })
+            | LockCommand::Abandon(lock::Abandon { name, .. }) => {
                 check_name(name).map_err(LockError::Name)
             }
-            LockCommand::AbandonNode { .. } => Ok(()),
+            LockCommand::AbandonNode(lock::AbandonNode { .. }) => Ok(()),
         }
     }
 
@@ -103,7 +106,7 @@ impl LockState {
     ) -> Result<(LockOutput, Option<LeaseId>), LockError> {
         Self::validate(command)?;
         match command {
-            LockCommand::Acquire {
+            LockCommand::Acquire(lock::Acquire {
                 name,
                 owner,
                 ttl_ms,
@@ -111,16 +114,16 @@ impl LockState {
                 permits,
                 value,
                 node,
-            } => self
+            }) => self
                 .acquire(
                     name, owner, *ttl_ms, *wait_ms, *permits, value, *node, leases, ctx,
                 )
                 .map(|out| (out, None)),
-            LockCommand::Renew {
+            LockCommand::Renew(lock::Renew {
                 name,
                 token,
                 ttl_ms,
-            } => {
+            }) => {
                 let lease = self.holder(name, *token, leases, ctx.clock)?.lease;
                 leases
                     .renew(lease, *ttl_ms, ctx.clock)
@@ -129,11 +132,11 @@ impl LockState {
                 let info = self.hold_info(name, *token, leases, ctx.clock);
                 Ok((LockOutput::Renewed(info), None))
             }
-            LockCommand::Release { name, token } => {
+            LockCommand::Release(lock::Release { name, token }) => {
                 let lease = self.holder(name, *token, leases, ctx.clock)?.lease;
                 Ok((LockOutput::Released { token: *token }, Some(lease)))
             }
-            LockCommand::Proclaim { name, token, value } => {
+            LockCommand::Proclaim(lock::Proclaim { name, token, value }) => {
                 self.holder(name, *token, leases, ctx.clock)?;
                 let lock = self.locks.get_mut(name).expect("holder found");
                 lock.holders.get_mut(token).expect("holder found").value = value.clone();
@@ -141,7 +144,7 @@ impl LockState {
                 let info = self.hold_info(name, *token, leases, ctx.clock);
                 Ok((LockOutput::Proclaimed(info), None))
             }
-            LockCommand::Abandon { name, ticket } => {
+            LockCommand::Abandon(lock::Abandon { name, ticket }) => {
                 let not_found = || LockError::TicketNotFound {
                     name: name.clone(),
                     ticket: *ticket,
@@ -170,7 +173,7 @@ impl LockState {
                 };
                 Ok((out, Some(holder.lease)))
             }
-            LockCommand::AbandonNode { node } => {
+            LockCommand::AbandonNode(lock::AbandonNode { node }) => {
                 let orphans: Vec<(Millis, String, Revision)> = self
                     .locks
                     .iter()
@@ -264,19 +267,19 @@ impl LockState {
                 });
                 self.by_deadline.insert((deadline, name.to_owned(), ticket));
                 ctx.changed = true;
-                return Ok(LockOutput::Queued {
+                return Ok(LockOutput::Acquire(lock::Acquired::Queued {
                     ticket,
                     position,
                     deadline,
-                });
+                }));
             }
         }
         let token = self
             .grant(name, owner, ttl_ms, value.to_vec(), ticket, leases, ctx)
             .map_err(LockError::Lease)?;
-        Ok(LockOutput::Acquired(
+        Ok(LockOutput::Acquire(lock::Acquired::Held(
             self.hold_info(name, token, leases, ctx.clock),
-        ))
+        )))
     }
 
     /// Gives a permit of `name` (which has one free) a fresh lease and the next token.
@@ -291,7 +294,10 @@ impl LockState {
         leases: &mut LeaseState,
         ctx: &mut Ctx,
     ) -> Result<FencingToken, crate::lease::LeaseError> {
-        let granted = leases.apply(&LeaseCommand::Grant { id: None, ttl_ms }, ctx.clock)?;
+        let granted = leases.apply(
+            &LeaseCommand::Grant(lease::Grant { id: None, ttl_ms }),
+            ctx.clock,
+        )?;
         let LeaseOutput::Granted(lease) = granted else {
             unreachable!("a grant answers Granted")
         };

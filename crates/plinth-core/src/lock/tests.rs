@@ -1,9 +1,12 @@
 //! Lock unit tests (scripts of commands and the answers they must give) and a property test that
 //! interleaves acquires, renews, releases, expiries, revokes and abandons across owners and locks.
 
+use crate::kv;
 use crate::kv::{Compare, CompareOp, CompareTarget, KvCommand, KvOutput, Txn, TxnOp};
+use crate::lease;
 use crate::lease::LeaseCommand;
 use crate::limits::LOCK_WAIT_MS_MAX;
+use crate::lock;
 use crate::lock::{LockCommand, LockError, LockOutput, TicketStatus};
 use crate::tests::run;
 use crate::{
@@ -13,7 +16,7 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 
 fn acquire(name: &str, owner: &str, ttl_ms: u64, wait_ms: u64, permits: u32) -> Command {
-    Command::Lock(LockCommand::Acquire {
+    Command::Lock(LockCommand::Acquire(lock::Acquire {
         name: name.into(),
         owner: owner.into(),
         ttl_ms,
@@ -21,34 +24,34 @@ fn acquire(name: &str, owner: &str, ttl_ms: u64, wait_ms: u64, permits: u32) -> 
         permits,
         value: Vec::new(),
         node: 1,
-    })
+    }))
 }
 
 fn release(name: &str, token: FencingToken) -> Command {
-    Command::Lock(LockCommand::Release {
+    Command::Lock(LockCommand::Release(lock::Release {
         name: name.into(),
         token,
-    })
+    }))
 }
 
 fn renew(name: &str, token: FencingToken) -> Command {
-    Command::Lock(LockCommand::Renew {
+    Command::Lock(LockCommand::Renew(lock::Renew {
         name: name.into(),
         token,
         ttl_ms: None,
-    })
+    }))
 }
 
 fn acquired(applied: &Applied) -> FencingToken {
     match &applied.result {
-        Ok(Output::Lock(LockOutput::Acquired(hold))) => hold.token,
+        Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold)))) => hold.token,
         other => panic!("expected a hold, got {other:?}"),
     }
 }
 
 fn queued(applied: &Applied) -> Revision {
     match &applied.result {
-        Ok(Output::Lock(LockOutput::Queued { ticket, .. })) => *ticket,
+        Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Queued { ticket, .. }))) => *ticket,
         other => panic!("expected a queued ticket, got {other:?}"),
     }
 }
@@ -89,7 +92,7 @@ fn fenced_put(lock: &str, token: FencingToken, value: &str) -> Command {
 
 fn txn_succeeded(applied: &Applied) -> bool {
     match &applied.result {
-        Ok(Output::Kv(KvOutput::Txn { succeeded, .. })) => *succeeded,
+        Ok(Output::Kv(KvOutput::Txn(kv::TxnOutput { succeeded, .. }))) => *succeeded,
         other => panic!("expected a txn answer, got {other:?}"),
     }
 }
@@ -98,7 +101,7 @@ fn txn_succeeded(applied: &Applied) -> bool {
 fn a_free_lock_is_granted_with_the_revision_as_token_and_its_own_lease() {
     let mut s = State::default();
     let a = run(&mut s, 1_000, acquire("db", "a", 5_000, 0, 1));
-    let Ok(Output::Lock(LockOutput::Acquired(hold))) = &a.result else {
+    let Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold)))) = &a.result else {
         panic!("{a:?}")
     };
     assert_eq!(hold.token, FencingToken(a.revision.0));
@@ -204,11 +207,11 @@ fn renew_moves_the_deadline_and_can_change_the_ttl() {
     let r = run(
         &mut s,
         1_500,
-        Command::Lock(LockCommand::Renew {
+        Command::Lock(LockCommand::Renew(lock::Renew {
             name: "db".into(),
             token: a,
             ttl_ms: Some(3_000),
-        }),
+        })),
     );
     let Ok(Output::Lock(LockOutput::Renewed(hold))) = r.result else {
         panic!("{r:?}")
@@ -295,23 +298,23 @@ fn a_semaphore_gives_each_holder_its_own_token() {
 fn revoking_the_hold_lease_releases_the_lock_and_its_keys() {
     let mut s = State::default();
     let a = run(&mut s, 1_000, acquire("db", "a", 5_000, 0, 1));
-    let Ok(Output::Lock(LockOutput::Acquired(hold))) = a.result else {
+    let Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold)))) = a.result else {
         panic!()
     };
     run(
         &mut s,
         1_000,
-        Command::Kv(KvCommand::Put {
+        Command::Kv(KvCommand::Put(kv::Put {
             key: b"owner".to_vec(),
             value: b"a".to_vec(),
             lease: Some(hold.lease),
-        }),
+        })),
     );
     let b = queued(&run(&mut s, 1_000, acquire("db", "b", 5_000, 5_000, 1)));
     let revoke = run(
         &mut s,
         1_100,
-        Command::Lease(LeaseCommand::Revoke { id: hold.lease }),
+        Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: hold.lease })),
     );
     assert!(s.kv().get(b"owner").is_none());
     assert_eq!(revoke.events.len(), 1);
@@ -330,10 +333,10 @@ fn abandon_dequeues_a_waiter_or_releases_an_unreported_hold() {
     run(
         &mut s,
         1_000,
-        Command::Lock(LockCommand::Abandon {
+        Command::Lock(LockCommand::Abandon(lock::Abandon {
             name: "db".into(),
             ticket: b,
-        }),
+        })),
     );
     run(&mut s, 1_000, release("db", a));
     let TicketStatus::Held(hc) = s.locks().ticket_status("db", c, s.leases(), s.clock()) else {
@@ -342,10 +345,10 @@ fn abandon_dequeues_a_waiter_or_releases_an_unreported_hold() {
     let out = run(
         &mut s,
         1_000,
-        Command::Lock(LockCommand::Abandon {
+        Command::Lock(LockCommand::Abandon(lock::Abandon {
             name: "db".into(),
             ticket: c,
-        }),
+        })),
     );
     assert_eq!(
         out.result,
@@ -362,7 +365,7 @@ fn abandon_dequeues_a_waiter_or_releases_an_unreported_hold() {
 fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
     let mut s = State::default();
     let queue = |owner: &str, node: u64| {
-        Command::Lock(LockCommand::Acquire {
+        Command::Lock(LockCommand::Acquire(lock::Acquire {
             name: "db".into(),
             owner: owner.into(),
             ttl_ms: 5_000,
@@ -370,7 +373,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
             permits: 1,
             value: Vec::new(),
             node,
-        })
+        }))
     };
     let a = acquired(&run(&mut s, 1_000, queue("a", 1)));
     queued(&run(&mut s, 1_000, queue("b", 1)));
@@ -379,7 +382,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
     let out = run(
         &mut s,
         1_000,
-        Command::Lock(LockCommand::AbandonNode { node: 1 }),
+        Command::Lock(LockCommand::AbandonNode(lock::AbandonNode { node: 1 })),
     );
     assert_eq!(
         out.result,
@@ -390,7 +393,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
     let again = run(
         &mut s,
         1_000,
-        Command::Lock(LockCommand::AbandonNode { node: 1 }),
+        Command::Lock(LockCommand::AbandonNode(lock::AbandonNode { node: 1 })),
     );
     assert_eq!(
         again.revision, out.revision,
@@ -407,7 +410,7 @@ fn a_restarted_node_abandons_the_waits_of_its_previous_process() {
 fn an_election_leader_proclaims_and_the_next_candidate_takes_over_on_resign() {
     let mut s = State::default();
     let campaign = |who: &str| {
-        Command::Lock(LockCommand::Acquire {
+        Command::Lock(LockCommand::Acquire(lock::Acquire {
             name: "leader".into(),
             owner: who.into(),
             ttl_ms: 5_000,
@@ -415,18 +418,18 @@ fn an_election_leader_proclaims_and_the_next_candidate_takes_over_on_resign() {
             permits: 1,
             value: format!("{who}:8080").into_bytes(),
             node: 1,
-        })
+        }))
     };
     let a = acquired(&run(&mut s, 1_000, campaign("a")));
     queued(&run(&mut s, 1_000, campaign("b")));
     run(
         &mut s,
         1_000,
-        Command::Lock(LockCommand::Proclaim {
+        Command::Lock(LockCommand::Proclaim(lock::Proclaim {
             name: "leader".into(),
             token: a,
             value: b"a:9090".to_vec(),
-        }),
+        })),
     );
     let leader = s.locks().leader("leader", s.leases(), s.clock()).unwrap();
     assert_eq!(
@@ -481,11 +484,11 @@ fn a_version_1_snapshot_loads_with_no_locks() {
     run(
         &mut s,
         1_000,
-        Command::Kv(KvCommand::Put {
+        Command::Kv(KvCommand::Put(kv::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             lease: None,
-        }),
+        })),
     );
     let body = postcard::to_allocvec(&(s.revision(), s.clock(), s.kv(), s.leases())).unwrap();
     let mut bytes = b"PLNS".to_vec();
@@ -567,15 +570,15 @@ proptest! {
                 Step::Renew(l, i) => match pick(&tokens[l], i) { Some(t) => renew(LOCKS[l], t), None => Command::Tick },
                 Step::Release(l, i) => match pick(&tokens[l], i) { Some(t) => release(LOCKS[l], t), None => Command::Tick },
                 Step::Abandon(l, i) => match pick(&tickets[l], i) {
-                    Some(ticket) => Command::Lock(LockCommand::Abandon { name: LOCKS[l].into(), ticket }),
+                    Some(ticket) => Command::Lock(LockCommand::Abandon(lock::Abandon { name: LOCKS[l].into(), ticket })),
                     None => Command::Tick,
                 },
-                Step::Revoke(i) => match pick(&leases, i) { Some(id) => Command::Lease(LeaseCommand::Revoke { id }), None => Command::Tick },
+                Step::Revoke(i) => match pick(&leases, i) { Some(id) => Command::Lease(LeaseCommand::Revoke(lease::Revoke { id })), None => Command::Tick },
                 Step::Proclaim(l, i) => match pick(&tokens[l], i) {
-                    Some(token) => Command::Lock(LockCommand::Proclaim { name: LOCKS[l].into(), token, value: vec![i as u8] }),
+                    Some(token) => Command::Lock(LockCommand::Proclaim(lock::Proclaim { name: LOCKS[l].into(), token, value: vec![i as u8] })),
                     None => Command::Tick,
                 },
-                Step::AbandonNode => Command::Lock(LockCommand::AbandonNode { node: 1 }),
+                Step::AbandonNode => Command::Lock(LockCommand::AbandonNode(lock::AbandonNode { node: 1 })),
                 Step::Tick => Command::Tick,
             };
             let mut unchanged = s.clone();
@@ -584,7 +587,7 @@ proptest! {
             if applied.result.is_err() {
                 prop_assert!(s == unchanged, "a refused command changed state: {:?}", applied.result);
             }
-            if let (Ok(Output::Lock(LockOutput::Queued { ticket, .. })), Some(l)) = (&applied.result, acquiring) {
+            if let (Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Queued { ticket, .. }))), Some(l)) = (&applied.result, acquiring) {
                 tickets[l].push(*ticket);
             }
             for (l, name) in LOCKS.iter().enumerate() {

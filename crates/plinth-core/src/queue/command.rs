@@ -61,61 +61,93 @@ impl Receipt {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Create {
+    pub name: String,
+    pub config: QueueConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    pub queue: String,
+    pub messages: Vec<NewMessage>,
+}
+
+/// A receive with nothing to ack; it applies as an `AckAndReceive` with nothing to ack. The
+/// server still proposes it for such a receive, so that a member of an older build, which
+/// does not know `AckAndReceive`, can apply the log during a rolling upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receive {
+    pub queue: String,
+    pub max: u32,
+    pub visibility_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub queue: String,
+    pub receipt: Receipt,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub queue: String,
+    pub receipt: Receipt,
+    pub delay_ms: u64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeVisibility {
+    pub queue: String,
+    pub receipt: Receipt,
+    pub visibility_ms: u64,
+}
+
+/// Moves up to `max` (all when 0) dead letters of `dlq` back to `to`, or to the queue each
+/// came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    pub dlq: String,
+    pub to: Option<String>,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    pub queue: String,
+}
+
+/// Acks each receipt of `ack` as [`QueueCommand::Ack`] would, then makes up to `max` visible
+/// messages in flight for `visibility_ms` (the queue's when `None`): a consumer acks what it
+/// finished in the same write as it takes more. A receipt that cannot ack is reported in
+/// the output and does not stop the receive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckAndReceive {
+    pub queue: String,
+    pub ack: Vec<Receipt>,
+    pub max: u32,
+    pub visibility_ms: Option<u64>,
+}
+
+/// Every queue command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueCommand {
-    Create {
-        name: String,
-        config: QueueConfig,
-    },
-    Delete {
-        name: String,
-    },
-    Send {
-        queue: String,
-        messages: Vec<NewMessage>,
-    },
-    /// A receive with nothing to ack; it applies as an `AckAndReceive` with nothing to ack. The
-    /// server still proposes it for such a receive, so that a member of an older build, which
-    /// does not know `AckAndReceive`, can apply the log during a rolling upgrade.
-    Receive {
-        queue: String,
-        max: u32,
-        visibility_ms: Option<u64>,
-    },
-    Ack {
-        queue: String,
-        receipt: Receipt,
-    },
-    Nack {
-        queue: String,
-        receipt: Receipt,
-        delay_ms: u64,
-        reason: String,
-    },
-    ChangeVisibility {
-        queue: String,
-        receipt: Receipt,
-        visibility_ms: u64,
-    },
-    /// Moves up to `max` (all when 0) dead letters of `dlq` back to `to`, or to the queue each
-    /// came from.
-    Redrive {
-        dlq: String,
-        to: Option<String>,
-        max: u64,
-    },
-    Purge {
-        queue: String,
-    },
-    /// Acks each receipt of `ack` as [`QueueCommand::Ack`] would, then makes up to `max` visible
-    /// messages in flight for `visibility_ms` (the queue's when `None`): a consumer acks what it
-    /// finished in the same write as it takes more. A receipt that cannot ack is reported in
-    /// the output and does not stop the receive.
-    AckAndReceive {
-        queue: String,
-        ack: Vec<Receipt>,
-        max: u32,
-        visibility_ms: Option<u64>,
-    },
+    Create(Create),
+    Delete(Delete),
+    Send(Send),
+    Receive(Receive),
+    Ack(Ack),
+    Nack(Nack),
+    ChangeVisibility(ChangeVisibility),
+    Redrive(Redrive),
+    Purge(Purge),
+    AckAndReceive(AckAndReceive),
 }
 
 /// A receipt of an `AckAndReceive` that did not ack, and why.
@@ -187,31 +219,23 @@ pub struct QueueInfo {
     pub stats: QueueStats,
 }
 
+/// What a receive handed out, and which of the receipts it was to ack did not ack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    pub deliveries: Vec<Delivery>,
+    /// The receipts of an `AckAndReceive` that did not ack.
+    pub ack_failures: Vec<AckFailure>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueOutput {
-    Created {
-        existed: bool,
-    },
-    Deleted {
-        messages: u64,
-    },
+    Created { existed: bool },
+    Deleted { messages: u64 },
     Sent(Vec<SendResult>),
-    Received {
-        deliveries: Vec<Delivery>,
-        /// The receipts of an `AckAndReceive` that did not ack.
-        ack_failures: Vec<AckFailure>,
-    },
+    Received(Received),
     Acked,
-    Nacked {
-        dead_lettered: bool,
-    },
-    VisibilityChanged {
-        visible_at: Millis,
-    },
-    Redriven {
-        moved: u64,
-    },
-    Purged {
-        messages: u64,
-    },
+    Nacked { dead_lettered: bool },
+    VisibilityChanged { visible_at: Millis },
+    Redriven { moved: u64 },
+    Purged { messages: u64 },
 }

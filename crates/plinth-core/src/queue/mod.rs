@@ -43,8 +43,9 @@ mod state;
 mod tests;
 
 pub use command::{
-    AckFailure, DeadLetter, Delivery, MessageInfo, NewMessage, QueueCommand, QueueConfig,
-    QueueInfo, QueueOutput, QueueStats, Receipt, SendResult,
+    Ack, AckAndReceive, AckFailure, ChangeVisibility, Create, DeadLetter, Delete, Delivery,
+    MessageInfo, Nack, NewMessage, Purge, QueueCommand, QueueConfig, QueueInfo, QueueOutput,
+    QueueStats, Receipt, Receive, Received, Redrive, Send, SendResult,
 };
 pub use error::QueueError;
 pub use state::QueueState;

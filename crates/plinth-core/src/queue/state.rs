@@ -13,6 +13,7 @@ use crate::limits::{
     QUEUES_MAX,
 };
 use crate::names::check_name;
+use crate::queue;
 use crate::{Ctx, Millis, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -151,14 +152,13 @@ impl QueueState {
     /// Checks a command's shape against the limits without looking at the data.
     pub fn validate(command: &QueueCommand) -> Result<(), QueueError> {
         match command {
-            QueueCommand::Create { name: n, config } => {
+            QueueCommand::Create(queue::Create { name: n, config }) => {
                 name(NameField::Name, n)?;
                 check_config(config)
             }
-            QueueCommand::Delete { name: n } | QueueCommand::Purge { queue: n } => {
-                name(NameField::Name, n)
-            }
-            QueueCommand::Send { queue, messages } => {
+            QueueCommand::Delete(queue::Delete { name: n })
+            | QueueCommand::Purge(queue::Purge { queue: n }) => name(NameField::Name, n),
+            QueueCommand::Send(queue::Send { queue, messages }) => {
                 name(NameField::Name, queue)?;
                 if messages.is_empty() || messages.len() > QUEUE_SEND_BATCH_MAX {
                     return Err(QueueError::BatchSize {
@@ -170,19 +170,19 @@ impl QueueState {
                 }
                 Ok(())
             }
-            QueueCommand::Receive {
+            QueueCommand::Receive(queue::Receive {
                 queue,
                 max,
                 visibility_ms,
-            }
-            | QueueCommand::AckAndReceive {
+            })
+            | QueueCommand::AckAndReceive(queue::AckAndReceive {
                 queue,
                 max,
                 visibility_ms,
                 ..
-            } => {
+            }) => {
                 name(NameField::Name, queue)?;
-                if let QueueCommand::AckAndReceive { ack, .. } = command
+                if let QueueCommand::AckAndReceive(queue::AckAndReceive { ack, .. }) = command
                     && ack.len() > QUEUE_ACK_MAX
                 {
                     return Err(QueueError::AckCount { count: ack.len() });
@@ -197,13 +197,13 @@ impl QueueState {
                     _ => Ok(()),
                 }
             }
-            QueueCommand::Ack { queue, .. } => name(NameField::Name, queue),
-            QueueCommand::Nack {
+            QueueCommand::Ack(queue::Ack { queue, .. }) => name(NameField::Name, queue),
+            QueueCommand::Nack(queue::Nack {
                 queue,
                 delay_ms,
                 reason,
                 ..
-            } => {
+            }) => {
                 name(NameField::Name, queue)?;
                 if *delay_ms > QUEUE_DELAY_MS_MAX {
                     return Err(QueueError::Delay { ms: *delay_ms });
@@ -215,18 +215,18 @@ impl QueueState {
                 }
                 Ok(())
             }
-            QueueCommand::ChangeVisibility {
+            QueueCommand::ChangeVisibility(queue::ChangeVisibility {
                 queue,
                 visibility_ms,
                 ..
-            } => {
+            }) => {
                 name(NameField::Name, queue)?;
                 if *visibility_ms > QUEUE_VISIBILITY_MS_MAX {
                     return Err(QueueError::Visibility { ms: *visibility_ms });
                 }
                 Ok(())
             }
-            QueueCommand::Redrive { dlq, to, .. } => {
+            QueueCommand::Redrive(queue::Redrive { dlq, to, .. }) => {
                 name(NameField::Name, dlq)?;
                 match to {
                     Some(to) => name(NameField::To, to),
@@ -244,8 +244,8 @@ impl QueueState {
         Self::validate(command)?;
         let clock = ctx.clock;
         match command {
-            QueueCommand::Create { name, config } => self.create(name, config, ctx),
-            QueueCommand::Delete { name } => {
+            QueueCommand::Create(queue::Create { name, config }) => self.create(name, config, ctx),
+            QueueCommand::Delete(queue::Delete { name }) => {
                 self.queue(name)?;
                 if let Some((source, _)) = self
                     .queues
@@ -265,45 +265,45 @@ impl QueueState {
                 ctx.changed = true;
                 Ok(QueueOutput::Deleted { messages })
             }
-            QueueCommand::Purge { queue } => {
+            QueueCommand::Purge(queue::Purge { queue }) => {
                 self.queue(queue)?;
                 let messages = self.purge(queue);
                 ctx.changed |= messages > 0;
                 Ok(QueueOutput::Purged { messages })
             }
-            QueueCommand::Send { queue, messages } => self.send(queue, messages, ctx),
-            QueueCommand::Receive {
+            QueueCommand::Send(queue::Send { queue, messages }) => self.send(queue, messages, ctx),
+            QueueCommand::Receive(queue::Receive {
                 queue,
                 max,
                 visibility_ms,
-            } => self.ack_and_receive(queue, &[], *max, *visibility_ms, ctx),
-            QueueCommand::AckAndReceive {
+            }) => self.ack_and_receive(queue, &[], *max, *visibility_ms, ctx),
+            QueueCommand::AckAndReceive(queue::AckAndReceive {
                 queue,
                 ack,
                 max,
                 visibility_ms,
-            } => self.ack_and_receive(queue, ack, *max, *visibility_ms, ctx),
-            QueueCommand::Ack { queue, receipt } => {
+            }) => self.ack_and_receive(queue, ack, *max, *visibility_ms, ctx),
+            QueueCommand::Ack(queue::Ack { queue, receipt }) => {
                 self.ack(queue, *receipt, ctx)?;
                 Ok(QueueOutput::Acked)
             }
-            QueueCommand::Nack {
+            QueueCommand::Nack(queue::Nack {
                 queue,
                 receipt,
                 delay_ms,
                 reason,
-            } => {
+            }) => {
                 self.current(queue, *receipt)?;
                 let dead_lettered =
                     self.come_back(queue, receipt.message_id, *delay_ms, reason, clock);
                 ctx.changed = true;
                 Ok(QueueOutput::Nacked { dead_lettered })
             }
-            QueueCommand::ChangeVisibility {
+            QueueCommand::ChangeVisibility(queue::ChangeVisibility {
                 queue,
                 receipt,
                 visibility_ms,
-            } => {
+            }) => {
                 self.current(queue, *receipt)?;
                 ctx.changed = true;
                 if *visibility_ms == 0 {
@@ -315,7 +315,9 @@ impl QueueState {
                 self.set_place(queue, receipt.message_id, Place::InFlight { until });
                 Ok(QueueOutput::VisibilityChanged { visible_at: until })
             }
-            QueueCommand::Redrive { dlq, to, max } => self.redrive(dlq, to.as_deref(), *max, ctx),
+            QueueCommand::Redrive(queue::Redrive { dlq, to, max }) => {
+                self.redrive(dlq, to.as_deref(), *max, ctx)
+            }
         }
     }
 
@@ -432,10 +434,10 @@ impl QueueState {
             });
         }
         ctx.changed |= !deliveries.is_empty();
-        Ok(QueueOutput::Received {
+        Ok(QueueOutput::Received(queue::Received {
             deliveries,
             ack_failures,
-        })
+        }))
     }
 
     fn send(

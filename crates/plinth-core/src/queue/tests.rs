@@ -2,6 +2,7 @@
 //! random sends, receives, acks, nacks, visibility changes, redrives, purges and ticks.
 
 use crate::limits::{QUEUE_ACK_MAX, QUEUE_RECEIVE_MAX, QUEUE_SEND_BATCH_MAX};
+use crate::queue;
 use crate::queue::{
     Delivery, NewMessage, QueueCommand, QueueConfig, QueueError, QueueOutput, Receipt, SendResult,
 };
@@ -24,10 +25,10 @@ fn config() -> QueueConfig {
 }
 
 fn create(name: &str, config: QueueConfig) -> Command {
-    Command::Queue(QueueCommand::Create {
+    Command::Queue(QueueCommand::Create(queue::Create {
         name: name.into(),
         config,
-    })
+    }))
 }
 
 fn message(body: &str) -> NewMessage {
@@ -41,43 +42,43 @@ fn message(body: &str) -> NewMessage {
 }
 
 fn send(queue: &str, messages: Vec<NewMessage>) -> Command {
-    Command::Queue(QueueCommand::Send {
+    Command::Queue(QueueCommand::Send(queue::Send {
         queue: queue.into(),
         messages,
-    })
+    }))
 }
 
 fn receive(queue: &str, max: u32) -> Command {
-    Command::Queue(QueueCommand::Receive {
+    Command::Queue(QueueCommand::Receive(queue::Receive {
         queue: queue.into(),
         max,
         visibility_ms: None,
-    })
+    }))
 }
 
 fn ack_and_receive(queue: &str, ack: Vec<Receipt>, max: u32) -> Command {
-    Command::Queue(QueueCommand::AckAndReceive {
+    Command::Queue(QueueCommand::AckAndReceive(queue::AckAndReceive {
         queue: queue.into(),
         ack,
         max,
         visibility_ms: None,
-    })
+    }))
 }
 
 fn ack(queue: &str, receipt: Receipt) -> Command {
-    Command::Queue(QueueCommand::Ack {
+    Command::Queue(QueueCommand::Ack(queue::Ack {
         queue: queue.into(),
         receipt,
-    })
+    }))
 }
 
 fn nack(queue: &str, receipt: Receipt, reason: &str) -> Command {
-    Command::Queue(QueueCommand::Nack {
+    Command::Queue(QueueCommand::Nack(queue::Nack {
         queue: queue.into(),
         receipt,
         delay_ms: 0,
         reason: reason.into(),
-    })
+    }))
 }
 
 fn sent(applied: &Applied) -> Vec<SendResult> {
@@ -89,7 +90,9 @@ fn sent(applied: &Applied) -> Vec<SendResult> {
 
 fn received(applied: &Applied) -> Vec<Delivery> {
     match &applied.result {
-        Ok(Output::Queue(QueueOutput::Received { deliveries, .. })) => deliveries.clone(),
+        Ok(Output::Queue(QueueOutput::Received(queue::Received { deliveries, .. }))) => {
+            deliveries.clone()
+        }
         other => panic!("expected deliveries, got {other:?}"),
     }
 }
@@ -179,11 +182,11 @@ fn a_message_received_max_receives_times_goes_to_the_dead_letter_queue_and_redri
     );
     assert_eq!(s.queues().queue_info("jobs").unwrap().stats.dead_letters, 1);
     // In flight in the dead-letter queue: not redriven until it is visible again.
-    let redrive = Command::Queue(QueueCommand::Redrive {
+    let redrive = Command::Queue(QueueCommand::Redrive(queue::Redrive {
         dlq: "dead".into(),
         to: None,
         max: 0,
-    });
+    }));
     assert_eq!(
         run(&mut s, 1_011, redrive.clone()).result,
         Ok(Output::Queue(QueueOutput::Redriven { moved: 0 }))
@@ -278,10 +281,10 @@ fn a_receive_acks_its_receipts_first_and_reports_the_ones_that_cannot_ack() {
         1,
         ack_and_receive("orders", vec![first[0].receipt, bogus], 10),
     );
-    let Ok(Output::Queue(QueueOutput::Received {
+    let Ok(Output::Queue(QueueOutput::Received(queue::Received {
         deliveries,
         ack_failures,
-    })) = &applied.result
+    }))) = &applied.result
     else {
         panic!("expected deliveries, got {:?}", applied.result);
     };
@@ -297,7 +300,9 @@ fn a_receive_acks_its_receipts_first_and_reports_the_ones_that_cannot_ack() {
         2,
         ack_and_receive("orders", vec![first[0].receipt], 1),
     );
-    let Ok(Output::Queue(QueueOutput::Received { ack_failures, .. })) = &again.result else {
+    let Ok(Output::Queue(QueueOutput::Received(queue::Received { ack_failures, .. }))) =
+        &again.result
+    else {
         panic!("expected deliveries, got {:?}", again.result);
     };
     assert_eq!(ack_failures.len(), 1);
@@ -493,9 +498,9 @@ fn bad_input_is_refused_with_the_field_and_the_limit_and_changes_nothing() {
     let e = queue_error(&run(
         &mut s,
         0,
-        Command::Queue(QueueCommand::Delete {
+        Command::Queue(QueueCommand::Delete(queue::Delete {
             name: "jobs".into(),
-        }),
+        })),
     ));
     assert_eq!(
         (e.code(), e.field()),
@@ -663,18 +668,18 @@ proptest! {
                 }
                 Step::Nack(i, delay_ms) if !receipts.is_empty() => {
                     let (q, r) = receipts[i % receipts.len()].clone();
-                    Command::Queue(QueueCommand::Nack { queue: q, receipt: r, delay_ms, reason: "no".into() })
+                    Command::Queue(QueueCommand::Nack(queue::Nack { queue: q, receipt: r, delay_ms, reason: "no".into() }))
                 }
                 Step::ChangeVisibility(i, visibility_ms) if !receipts.is_empty() => {
                     let (q, r) = receipts[i % receipts.len()].clone();
-                    Command::Queue(QueueCommand::ChangeVisibility { queue: q, receipt: r, visibility_ms })
+                    Command::Queue(QueueCommand::ChangeVisibility(queue::ChangeVisibility { queue: q, receipt: r, visibility_ms }))
                 }
-                Step::Redrive(fifo) => Command::Queue(QueueCommand::Redrive {
+                Step::Redrive(fifo) => Command::Queue(QueueCommand::Redrive(queue::Redrive {
                     dlq: if fifo { "fifo-dead" } else { "dead" }.into(), to: None, max: 0,
-                }),
+                })),
                 Step::Purge(q) if q < 4 => {
                     purged = Some(QUEUES[q]);
-                    Command::Queue(QueueCommand::Purge { queue: QUEUES[q].into() })
+                    Command::Queue(QueueCommand::Purge(queue::Purge { queue: QUEUES[q].into() }))
                 }
                 _ => Command::Tick,
             };
@@ -701,7 +706,7 @@ proptest! {
                         }
                     }
                 }
-                Ok(Output::Queue(QueueOutput::Received { deliveries, ack_failures })) => {
+                Ok(Output::Queue(QueueOutput::Received(queue::Received { deliveries, ack_failures }))) => {
                     let Step::Receive { queue, .. } = step else { unreachable!() };
                     // Acks come first, so what they deleted is not handed out below. A receipt
                     // listed twice acks once and fails once.
@@ -791,11 +796,11 @@ fn fifo_redrive_stops_a_group_at_its_first_message_that_cannot_move() {
             ],
         ),
     ));
-    let redrive = Command::Queue(QueueCommand::Redrive {
+    let redrive = Command::Queue(QueueCommand::Redrive(queue::Redrive {
         dlq: "dead".into(),
         to: Some("small".into()),
         max: 0,
-    });
+    }));
     match run(&mut s, 1_001, redrive).result {
         Ok(Output::Queue(QueueOutput::Redriven { moved })) => assert_eq!(moved, 1),
         other => panic!("expected a redrive, got {other:?}"),

@@ -36,33 +36,47 @@ impl Status {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    pub service: String,
+    pub instance: String,
+    pub address: String,
+    pub metadata: BTreeMap<String, String>,
+    pub ttl_ms: u64,
+    pub status: Status,
+}
+
+/// Keeps the registration's lease alive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub service: String,
+    pub instance: String,
+    pub lease: LeaseId,
+}
+
+/// `lease: None` is an operator's override of whichever registration holds the id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStatus {
+    pub service: String,
+    pub instance: String,
+    pub lease: Option<LeaseId>,
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deregister {
+    pub service: String,
+    pub instance: String,
+    pub lease: Option<LeaseId>,
+}
+
+/// Every registry command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryCommand {
-    Register {
-        service: String,
-        instance: String,
-        address: String,
-        metadata: BTreeMap<String, String>,
-        ttl_ms: u64,
-        status: Status,
-    },
-    /// Keeps the registration's lease alive.
-    Heartbeat {
-        service: String,
-        instance: String,
-        lease: LeaseId,
-    },
-    /// `lease: None` is an operator's override of whichever registration holds the id.
-    SetStatus {
-        service: String,
-        instance: String,
-        lease: Option<LeaseId>,
-        status: Status,
-    },
-    Deregister {
-        service: String,
-        instance: String,
-        lease: Option<LeaseId>,
-    },
+    Register(Register),
+    Heartbeat(Heartbeat),
+    SetStatus(SetStatus),
+    Deregister(Deregister),
 }
 
 /// An instance as answers and events show it.
@@ -102,14 +116,18 @@ pub struct RegistryEvent {
     pub instance: InstanceInfo,
 }
 
+/// A heartbeat's answer: the instance's new deadline and its ttl.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatOk {
+    pub deadline: Millis,
+    pub ttl_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryOutput {
     Registered(InstanceInfo),
     /// The lease's new deadline on the log clock.
-    HeartbeatOk {
-        deadline: Millis,
-        ttl_ms: u64,
-    },
+    HeartbeatOk(HeartbeatOk),
     StatusSet(InstanceInfo),
     Deregistered,
 }

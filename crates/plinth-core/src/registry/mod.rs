@@ -33,8 +33,8 @@ mod state;
 mod tests;
 
 pub use command::{
-    DownReason, InstanceInfo, RegistryCommand, RegistryEvent, RegistryEventKind, RegistryOutput,
-    Status,
+    Deregister, DownReason, Heartbeat, HeartbeatOk, InstanceInfo, Register, RegistryCommand,
+    RegistryEvent, RegistryEventKind, RegistryOutput, SetStatus, Status,
 };
 pub use error::RegistryError;
 pub use state::RegistryState;

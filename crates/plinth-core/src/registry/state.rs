@@ -5,12 +5,14 @@ use super::{
     DownReason, InstanceInfo, RegistryCommand, RegistryError, RegistryEvent, RegistryEventKind,
     RegistryOutput, Status,
 };
+use crate::lease;
 use crate::lease::{LeaseCommand, LeaseOutput, LeaseState, check_ttl};
 use crate::limits::{
     REGISTRY_ADDRESS_BYTES_MAX, REGISTRY_HISTORY_EVENTS_MAX, REGISTRY_INSTANCES_MAX,
     REGISTRY_METADATA_BYTES_MAX, REGISTRY_METADATA_MAX,
 };
 use crate::names::check_name;
+use crate::registry;
 use crate::{Ctx, LeaseId, Millis, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -75,14 +77,14 @@ impl RegistryState {
     /// Checks a command's shape against the limits without looking at the data.
     pub fn validate(command: &RegistryCommand) -> Result<(), RegistryError> {
         match command {
-            RegistryCommand::Register {
+            RegistryCommand::Register(registry::Register {
                 service,
                 instance,
                 address,
                 metadata,
                 ttl_ms,
                 ..
-            } => {
+            }) => {
                 check_ids(service, instance)?;
                 if address.is_empty() || address.len() > REGISTRY_ADDRESS_BYTES_MAX {
                     return Err(RegistryError::Address {
@@ -98,22 +100,22 @@ impl RegistryState {
                 }
                 check_ttl(*ttl_ms).map_err(RegistryError::Ttl)
             }
-            RegistryCommand::Heartbeat {
+            RegistryCommand::Heartbeat(registry::Heartbeat {
                 service,
                 instance,
                 lease,
-            } => {
+            }) => {
                 if *lease == LeaseId(0) {
                     return Err(RegistryError::LeaseZero);
                 }
                 check_ids(service, instance)
             }
-            RegistryCommand::SetStatus {
+            RegistryCommand::SetStatus(registry::SetStatus {
                 service, instance, ..
-            }
-            | RegistryCommand::Deregister {
+            })
+            | RegistryCommand::Deregister(registry::Deregister {
                 service, instance, ..
-            } => check_ids(service, instance),
+            }) => check_ids(service, instance),
         }
     }
 
@@ -128,14 +130,14 @@ impl RegistryState {
     ) -> Result<(RegistryOutput, Option<LeaseId>), RegistryError> {
         Self::validate(command)?;
         match command {
-            RegistryCommand::Register {
+            RegistryCommand::Register(registry::Register {
                 service,
                 instance,
                 address,
                 metadata,
                 ttl_ms,
                 status,
-            } => {
+            }) => {
                 let previous = self
                     .services
                     .get(service)
@@ -146,10 +148,10 @@ impl RegistryState {
                 }
                 let granted = leases
                     .apply(
-                        &LeaseCommand::Grant {
+                        &LeaseCommand::Grant(lease::Grant {
                             id: None,
                             ttl_ms: *ttl_ms,
-                        },
+                        }),
                         ctx.clock,
                     )
                     .map_err(RegistryError::Lease)?;
@@ -177,30 +179,30 @@ impl RegistryState {
                 self.push_event(RegistryEventKind::Up, shown.clone(), ctx);
                 Ok((RegistryOutput::Registered(shown), previous))
             }
-            RegistryCommand::Heartbeat {
+            RegistryCommand::Heartbeat(registry::Heartbeat {
                 service,
                 instance,
                 lease,
-            } => {
+            }) => {
                 self.live(service, instance, Some(*lease), leases, ctx.clock)?;
                 let renewed = leases
                     .renew(*lease, None, ctx.clock)
                     .map_err(RegistryError::Lease)?;
                 ctx.changed = true;
                 Ok((
-                    RegistryOutput::HeartbeatOk {
+                    RegistryOutput::HeartbeatOk(registry::HeartbeatOk {
                         deadline: renewed.deadline,
                         ttl_ms: renewed.ttl_ms,
-                    },
+                    }),
                     None,
                 ))
             }
-            RegistryCommand::SetStatus {
+            RegistryCommand::SetStatus(registry::SetStatus {
                 service,
                 instance,
                 lease,
                 status,
-            } => {
+            }) => {
                 self.live(service, instance, *lease, leases, ctx.clock)?;
                 let entry = self
                     .services
@@ -219,11 +221,11 @@ impl RegistryState {
                 self.push_event(RegistryEventKind::Up, shown.clone(), ctx);
                 Ok((RegistryOutput::StatusSet(shown), None))
             }
-            RegistryCommand::Deregister {
+            RegistryCommand::Deregister(registry::Deregister {
                 service,
                 instance,
                 lease,
-            } => {
+            }) => {
                 // An instance whose lease ran out but whose tick has not come yet may still be
                 // deregistered: it leaves now instead.
                 let current = self.registration(service, instance, *lease)?.lease;

@@ -1,7 +1,9 @@
 //! Registry unit tests and a property test of random registrations, heartbeats, status changes,
 //! deregistrations, lease revokes and ticks, with a watcher that replays the events.
 
+use crate::lease;
 use crate::lease::LeaseCommand;
+use crate::registry;
 use crate::registry::{
     DownReason, InstanceInfo, RegistryCommand, RegistryError, RegistryEventKind, RegistryOutput,
     Status,
@@ -14,39 +16,39 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 fn register(service: &str, instance: &str, ttl_ms: u64) -> Command {
-    Command::Registry(RegistryCommand::Register {
+    Command::Registry(RegistryCommand::Register(registry::Register {
         service: service.into(),
         instance: instance.into(),
         address: format!("10.0.0.1:{}", instance.len() + 8000),
         metadata: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
         ttl_ms,
         status: Status::Passing,
-    })
+    }))
 }
 
 fn heartbeat(service: &str, instance: &str, lease: LeaseId) -> Command {
-    Command::Registry(RegistryCommand::Heartbeat {
+    Command::Registry(RegistryCommand::Heartbeat(registry::Heartbeat {
         service: service.into(),
         instance: instance.into(),
         lease,
-    })
+    }))
 }
 
 fn set_status(service: &str, instance: &str, lease: Option<LeaseId>, status: Status) -> Command {
-    Command::Registry(RegistryCommand::SetStatus {
+    Command::Registry(RegistryCommand::SetStatus(registry::SetStatus {
         service: service.into(),
         instance: instance.into(),
         lease,
         status,
-    })
+    }))
 }
 
 fn deregister(service: &str, instance: &str, lease: Option<LeaseId>) -> Command {
-    Command::Registry(RegistryCommand::Deregister {
+    Command::Registry(RegistryCommand::Deregister(registry::Deregister {
         service: service.into(),
         instance: instance.into(),
         lease,
-    })
+    }))
 }
 
 fn registered(applied: &Applied) -> InstanceInfo {
@@ -79,7 +81,10 @@ fn an_instance_is_listed_while_its_lease_lives_and_leaves_in_the_revision_it_exp
     assert_eq!(resolved(&s, "api", false), ["a", "b"]);
     // a heartbeats; b does not.
     match run(&mut s, 2_500, heartbeat("api", "a", a.lease)).result {
-        Ok(Output::Registry(RegistryOutput::HeartbeatOk { deadline, ttl_ms })) => {
+        Ok(Output::Registry(RegistryOutput::HeartbeatOk(registry::HeartbeatOk {
+            deadline,
+            ttl_ms,
+        }))) => {
             assert_eq!((deadline, ttl_ms), (Millis(4_500), 2_000));
         }
         other => panic!("{other:?}"),
@@ -174,7 +179,7 @@ fn deregister_and_a_revoked_lease_each_remove_the_instance_with_their_reason() {
     run(
         &mut s,
         1_002,
-        Command::Lease(LeaseCommand::Revoke { id: b.lease }),
+        Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: b.lease })),
     );
     assert!(resolved(&s, "api", true).is_empty());
     let reasons: Vec<RegistryEventKind> = s
@@ -248,13 +253,15 @@ fn events_past_the_kept_history_answer_compacted() {
 #[test]
 fn bad_input_names_the_field_and_changes_nothing() {
     let mut s = State::default();
-    let good = || RegistryCommand::Register {
-        service: "api".into(),
-        instance: "a".into(),
-        address: "10.0.0.1:80".into(),
-        metadata: BTreeMap::new(),
-        ttl_ms: 5_000,
-        status: Status::Passing,
+    let good = || {
+        RegistryCommand::Register(registry::Register {
+            service: "api".into(),
+            instance: "a".into(),
+            address: "10.0.0.1:80".into(),
+            metadata: BTreeMap::new(),
+            ttl_ms: 5_000,
+            status: Status::Passing,
+        })
     };
     let with = |f: &dyn Fn(&mut RegistryCommand)| {
         let mut c = good();
@@ -264,7 +271,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
     let cases: Vec<(Command, ErrorCode, &str)> = vec![
         (
             with(&|c| {
-                if let RegistryCommand::Register { address, .. } = c {
+                if let RegistryCommand::Register(registry::Register { address, .. }) = c {
                     address.clear()
                 }
             }),
@@ -273,7 +280,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ),
         (
             with(&|c| {
-                if let RegistryCommand::Register { ttl_ms, .. } = c {
+                if let RegistryCommand::Register(registry::Register { ttl_ms, .. }) = c {
                     *ttl_ms = 0
                 }
             }),
@@ -282,7 +289,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ),
         (
             with(&|c| {
-                if let RegistryCommand::Register { metadata, .. } = c {
+                if let RegistryCommand::Register(registry::Register { metadata, .. }) = c {
                     for i in 0..=crate::limits::REGISTRY_METADATA_MAX {
                         metadata.insert(i.to_string(), String::new());
                     }
@@ -293,7 +300,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ),
         (
             with(&|c| {
-                if let RegistryCommand::Register { instance, .. } = c {
+                if let RegistryCommand::Register(registry::Register { instance, .. }) = c {
                     *instance = "a b".into()
                 }
             }),
@@ -371,7 +378,7 @@ proptest! {
                     SERVICES[sv], INSTANCES[i],
                     with_lease.then(|| told.get(&(sv, i)).copied().unwrap_or(LeaseId(1))),
                 ),
-                Op::Revoke(id) => Command::Lease(LeaseCommand::Revoke { id: LeaseId(id) }),
+                Op::Revoke(id) => Command::Lease(LeaseCommand::Revoke(lease::Revoke { id: LeaseId(id) })),
                 Op::Tick => Command::Tick,
             };
             let before = s.clone();

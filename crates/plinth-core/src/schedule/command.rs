@@ -79,48 +79,77 @@ impl RunId {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Create {
+    pub id: String,
+    pub spec: Spec,
+    #[serde(with = "serde_bytes")]
+    pub job: Vec<u8>,
+    pub policy: Policy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub id: String,
+}
+
+/// A run now, whatever the spec says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub id: String,
+}
+
+/// Claims up to `max` runnable runs (of `schedules`, or of all when empty) for `worker`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub worker: String,
+    pub max: u32,
+    pub schedules: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub run: RunId,
+    pub token: FencingToken,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Complete {
+    pub run: RunId,
+    pub token: FencingToken,
+    #[serde(with = "serde_bytes")]
+    pub result: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fail {
+    pub run: RunId,
+    pub token: FencingToken,
+    pub error: String,
+}
+
+/// Every scheduler command, each a type of its own (see `crate::Call`). The log encodes the
+/// variants by position: they are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScheduleCommand {
-    Create {
-        id: String,
-        spec: Spec,
-        #[serde(with = "serde_bytes")]
-        job: Vec<u8>,
-        policy: Policy,
-    },
-    Cancel {
-        id: String,
-    },
-    Pause {
-        id: String,
-    },
-    Resume {
-        id: String,
-    },
-    /// A run now, whatever the spec says.
-    Trigger {
-        id: String,
-    },
-    /// Claims up to `max` runnable runs (of `schedules`, or of all when empty) for `worker`.
-    Claim {
-        worker: String,
-        max: u32,
-        schedules: Vec<String>,
-    },
-    Heartbeat {
-        run: RunId,
-        token: FencingToken,
-    },
-    Complete {
-        run: RunId,
-        token: FencingToken,
-        #[serde(with = "serde_bytes")]
-        result: Vec<u8>,
-    },
-    Fail {
-        run: RunId,
-        token: FencingToken,
-        error: String,
-    },
+    Create(Create),
+    Cancel(Cancel),
+    Pause(Pause),
+    Resume(Resume),
+    Trigger(Trigger),
+    Claim(Claim),
+    Heartbeat(Heartbeat),
+    Complete(Complete),
+    Fail(Fail),
 }
 
 /// Where a run is.
@@ -189,30 +218,24 @@ pub struct ScheduleInfo {
     pub skipped_misfire: u64,
 }
 
+/// What a failed run became: dead (no attempts left), or runnable again at `runnable_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub dead: bool,
+    pub runnable_at: Option<Millis>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScheduleOutput {
-    Created {
-        next_fire: Option<Millis>,
-    },
-    Cancelled {
-        runs: u64,
-    },
+    Created { next_fire: Option<Millis> },
+    Cancelled { runs: u64 },
     Paused,
-    Resumed {
-        next_fire: Option<Millis>,
-    },
-    Triggered {
-        run: RunId,
-    },
+    Resumed { next_fire: Option<Millis> },
+    Triggered { run: RunId },
     Claimed(Vec<Claimed>),
-    Heartbeat {
-        until: Millis,
-    },
+    Heartbeat { until: Millis },
     Completed,
-    Failed {
-        dead: bool,
-        runnable_at: Option<Millis>,
-    },
+    Failed(Failed),
 }
 
 /// A claimed run, as a worker gets it.

@@ -34,8 +34,9 @@ mod state;
 mod tests;
 
 pub use command::{
-    Claimed, Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand,
-    ScheduleInfo, ScheduleOutput, Spec,
+    Cancel, Claim, Claimed, Complete, Create, Fail, Failed, Heartbeat, Misfire, Overlap, Pause,
+    Policy, Resume, RunCounts, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
+    ScheduleOutput, Spec, Trigger,
 };
 pub use error::ScheduleError;
 pub use state::ScheduleState;

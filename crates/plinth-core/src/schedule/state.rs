@@ -12,6 +12,7 @@ use crate::limits::{
     SCHEDULE_RUNS_KEPT, SCHEDULE_TIMEOUT_MS_MAX, SCHEDULE_TIMEOUT_MS_MIN, SCHEDULES_MAX,
 };
 use crate::names::check_name;
+use crate::schedule;
 use crate::{Ctx, FencingToken, Millis};
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,12 +167,12 @@ impl ScheduleState {
     /// Checks a command's shape against the limits without looking at the data.
     pub fn validate(command: &ScheduleCommand) -> Result<(), ScheduleError> {
         match command {
-            ScheduleCommand::Create {
+            ScheduleCommand::Create(schedule::Create {
                 id: i,
                 spec,
                 job,
                 policy,
-            } => {
+            }) => {
                 id(i)?;
                 match spec {
                     Spec::Every { interval_ms }
@@ -208,15 +209,15 @@ impl ScheduleState {
                 }
                 check_policy(policy)
             }
-            ScheduleCommand::Cancel { id: i }
-            | ScheduleCommand::Pause { id: i }
-            | ScheduleCommand::Resume { id: i }
-            | ScheduleCommand::Trigger { id: i } => id(i),
-            ScheduleCommand::Claim {
+            ScheduleCommand::Cancel(schedule::Cancel { id: i })
+            | ScheduleCommand::Pause(schedule::Pause { id: i })
+            | ScheduleCommand::Resume(schedule::Resume { id: i })
+            | ScheduleCommand::Trigger(schedule::Trigger { id: i }) => id(i),
+            ScheduleCommand::Claim(schedule::Claim {
                 worker,
                 max,
                 schedules,
-            } => {
+            }) => {
                 if worker.is_empty() || worker.len() > OWNER_BYTES_MAX {
                     return Err(ScheduleError::Worker {
                         bytes: worker.len(),
@@ -227,8 +228,8 @@ impl ScheduleState {
                 }
                 schedules.iter().try_for_each(|s| id(s))
             }
-            ScheduleCommand::Heartbeat { run, .. } => id(&run.schedule),
-            ScheduleCommand::Complete { run, result, .. } => {
+            ScheduleCommand::Heartbeat(schedule::Heartbeat { run, .. }) => id(&run.schedule),
+            ScheduleCommand::Complete(schedule::Complete { run, result, .. }) => {
                 id(&run.schedule)?;
                 if result.len() > SCHEDULE_RESULT_BYTES_MAX {
                     return Err(ScheduleError::ResultTooLarge {
@@ -237,7 +238,7 @@ impl ScheduleState {
                 }
                 Ok(())
             }
-            ScheduleCommand::Fail { run, error, .. } => {
+            ScheduleCommand::Fail(schedule::Fail { run, error, .. }) => {
                 id(&run.schedule)?;
                 if error.len() > SCHEDULE_ERROR_BYTES_MAX {
                     return Err(ScheduleError::ErrorTooLong { bytes: error.len() });
@@ -255,12 +256,12 @@ impl ScheduleState {
         Self::validate(command)?;
         let clock = ctx.clock;
         match command {
-            ScheduleCommand::Create {
+            ScheduleCommand::Create(schedule::Create {
                 id,
                 spec,
                 job,
                 policy,
-            } => {
+            }) => {
                 if self.schedules.contains_key(id) {
                     return Err(ScheduleError::AlreadyExists { id: id.clone() });
                 }
@@ -313,7 +314,7 @@ impl ScheduleState {
                 ctx.changed = true;
                 Ok(ScheduleOutput::Created { next_fire })
             }
-            ScheduleCommand::Cancel { id } => {
+            ScheduleCommand::Cancel(schedule::Cancel { id }) => {
                 let schedule = self.schedule(id)?;
                 if let Some(next) = schedule.next_fire {
                     self.due.remove(&(next, id.clone()));
@@ -328,7 +329,7 @@ impl ScheduleState {
                     runs: keys.len() as u64,
                 })
             }
-            ScheduleCommand::Pause { id } => {
+            ScheduleCommand::Pause(schedule::Pause { id }) => {
                 let schedule = self.schedule(id)?;
                 if !schedule.paused {
                     if let Some(next) = schedule.next_fire {
@@ -339,7 +340,7 @@ impl ScheduleState {
                 }
                 Ok(ScheduleOutput::Paused)
             }
-            ScheduleCommand::Resume { id } => {
+            ScheduleCommand::Resume(schedule::Resume { id }) => {
                 let schedule = self.schedule(id)?;
                 if !schedule.paused {
                     return Ok(ScheduleOutput::Resumed {
@@ -361,7 +362,7 @@ impl ScheduleState {
                 ctx.changed = true;
                 Ok(ScheduleOutput::Resumed { next_fire: next })
             }
-            ScheduleCommand::Trigger { id } => {
+            ScheduleCommand::Trigger(schedule::Trigger { id }) => {
                 let schedule = self.schedule(id)?;
                 // Fire times due by now become their runs first, so that no later tick can
                 // materialize a spec run at the time the triggered run takes (S5). Every spec fire
@@ -385,11 +386,11 @@ impl ScheduleState {
                     },
                 })
             }
-            ScheduleCommand::Claim {
+            ScheduleCommand::Claim(schedule::Claim {
                 worker,
                 max,
                 schedules,
-            } => {
+            }) => {
                 let picked = self.claimable(clock, *max as usize, schedules);
                 let mut claimed = Vec::with_capacity(picked.len());
                 for key in picked {
@@ -423,7 +424,7 @@ impl ScheduleState {
                 ctx.changed |= !claimed.is_empty();
                 Ok(ScheduleOutput::Claimed(claimed))
             }
-            ScheduleCommand::Heartbeat { run, token } => {
+            ScheduleCommand::Heartbeat(schedule::Heartbeat { run, token }) => {
                 let key = self.current(run, *token, clock)?;
                 let timeout = self.schedules[&key.0].policy.timeout_ms;
                 let until = Millis(clock.0.saturating_add(timeout));
@@ -442,7 +443,7 @@ impl ScheduleState {
                 ctx.changed = true;
                 Ok(ScheduleOutput::Heartbeat { until })
             }
-            ScheduleCommand::Complete { run, token, result } => {
+            ScheduleCommand::Complete(schedule::Complete { run, token, result }) => {
                 let key = self.current(run, *token, clock)?;
                 self.finish(
                     &key,
@@ -455,7 +456,7 @@ impl ScheduleState {
                 ctx.changed = true;
                 Ok(ScheduleOutput::Completed)
             }
-            ScheduleCommand::Fail { run, token, error } => {
+            ScheduleCommand::Fail(schedule::Fail { run, token, error }) => {
                 let key = self.current(run, *token, clock)?;
                 let out = self.retry_or_bury(&key, error, clock);
                 ctx.changed = true;
@@ -594,10 +595,10 @@ impl ScheduleState {
                 },
             );
             self.schedules.get_mut(&key.0).expect("S3").dead += 1;
-            return ScheduleOutput::Failed {
+            return ScheduleOutput::Failed(schedule::Failed {
                 dead: true,
                 runnable_at: None,
-            };
+            });
         }
         let doublings = run.attempt.saturating_sub(1).min(30);
         run.attempt += 1;
@@ -608,10 +609,10 @@ impl ScheduleState {
         let runnable_at = Millis(clock.0.saturating_add(delay));
         self.set_state(key, RunState::Pending { runnable_at });
         self.schedules.get_mut(&key.0).expect("S3").retried += 1;
-        ScheduleOutput::Failed {
+        ScheduleOutput::Failed(schedule::Failed {
             dead: false,
             runnable_at: Some(runnable_at),
-        }
+        })
     }
 
     /// Moves a run to a finished state and trims the schedule's history.

@@ -1,6 +1,7 @@
 //! Scheduler tests with stamped clocks: cron across a DST change, each fire time materialized
 //! once whatever the ticks do, misfire and overlap policies, claims, retries and dead runs.
 
+use crate::schedule;
 use crate::schedule::{
     Misfire, Overlap, Policy, RunId, RunState, ScheduleCommand, ScheduleError, ScheduleOutput, Spec,
 };
@@ -27,20 +28,20 @@ fn policy() -> Policy {
 }
 
 fn create(id: &str, spec: Spec, policy: Policy) -> Command {
-    Command::Schedule(ScheduleCommand::Create {
+    Command::Schedule(ScheduleCommand::Create(schedule::Create {
         id: id.into(),
         spec,
         job: b"{}".to_vec(),
         policy,
-    })
+    }))
 }
 
 fn claim(max: u32) -> Command {
-    Command::Schedule(ScheduleCommand::Claim {
+    Command::Schedule(ScheduleCommand::Claim(schedule::Claim {
         worker: "w".into(),
         max,
         schedules: vec![],
-    })
+    }))
 }
 
 fn claimed(applied: &Applied) -> Vec<crate::schedule::Claimed> {
@@ -309,7 +310,9 @@ fn a_trigger_at_a_due_fire_time_leaves_that_fire_time_to_the_spec() {
         ),
     );
     // 10 s is due but no tick has made its run yet when the trigger comes at exactly 10 s.
-    let trigger = Command::Schedule(ScheduleCommand::Trigger { id: "t".into() });
+    let trigger = Command::Schedule(ScheduleCommand::Trigger(schedule::Trigger {
+        id: "t".into(),
+    }));
     let triggered = match run(&mut s, 10 * SECOND, trigger.clone()).result {
         Ok(Output::Schedule(ScheduleOutput::Triggered { run })) => run,
         other => panic!("expected a trigger, got {other:?}"),
@@ -364,11 +367,11 @@ fn overlap_policies() {
     let (mut s, first, more) = with(Overlap::Queue);
     assert!(more.is_empty(), "queued runs wait for the running one");
     assert_eq!(fire_times(&s, "o").len(), 3);
-    let done = Command::Schedule(ScheduleCommand::Complete {
+    let done = Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
         run: first[0].run.clone(),
         token: first[0].token,
         result: vec![],
-    });
+    }));
     run(&mut s, 3 * SECOND, done);
     let next = claimed(&run(&mut s, 3 * SECOND, claim(10)));
     assert_eq!(next.len(), 1, "one at a time");
@@ -401,39 +404,39 @@ fn an_expired_claim_is_retried_with_backoff_then_the_run_is_dead() {
     let late = run(
         &mut s,
         12 * SECOND,
-        Command::Schedule(ScheduleCommand::Complete {
+        Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
             run: first[0].run.clone(),
             token: first[0].token,
             result: vec![],
-        }),
+        })),
     );
     let e = schedule_error(&late);
     assert_eq!((e.code(), e.field()), (ErrorCode::StaleToken, "token"));
     // Failing: the backoff doubles (2 s), then the third attempt fails and the run is dead.
     let fail = |c: &crate::schedule::Claimed| {
-        Command::Schedule(ScheduleCommand::Fail {
+        Command::Schedule(ScheduleCommand::Fail(schedule::Fail {
             run: c.run.clone(),
             token: c.token,
             error: "boom".into(),
-        })
+        }))
     };
     let out = run(&mut s, 13 * SECOND, fail(&second[0]));
     assert_eq!(
         out.result,
-        Ok(Output::Schedule(ScheduleOutput::Failed {
+        Ok(Output::Schedule(ScheduleOutput::Failed(schedule::Failed {
             dead: false,
             runnable_at: Some(Millis(15 * SECOND))
-        }))
+        })))
     );
     let third = claimed(&run(&mut s, 15 * SECOND, claim(1)));
     assert_eq!(third[0].attempt, 3);
     let out = run(&mut s, 15 * SECOND, fail(&third[0]));
     assert_eq!(
         out.result,
-        Ok(Output::Schedule(ScheduleOutput::Failed {
+        Ok(Output::Schedule(ScheduleOutput::Failed(schedule::Failed {
             dead: true,
             runnable_at: None
-        }))
+        })))
     );
     let runs = s.schedules().runs("r");
     assert!(matches!(&runs[0].state, RunState::Dead { error, .. } if error == "boom"));
@@ -450,10 +453,10 @@ fn heartbeat_keeps_a_claim_and_a_completed_run_is_never_claimed_again() {
     run(&mut s, 0, create("h", Spec::At { at_ms: SECOND }, policy()));
     run(&mut s, SECOND, Command::Tick);
     let c = claimed(&run(&mut s, SECOND, claim(1)));
-    let beat = Command::Schedule(ScheduleCommand::Heartbeat {
+    let beat = Command::Schedule(ScheduleCommand::Heartbeat(schedule::Heartbeat {
         run: c[0].run.clone(),
         token: c[0].token,
-    });
+    }));
     run(&mut s, 9 * SECOND, beat);
     run(&mut s, 15 * SECOND, Command::Tick);
     assert!(
@@ -463,11 +466,11 @@ fn heartbeat_keeps_a_claim_and_a_completed_run_is_never_claimed_again() {
     run(
         &mut s,
         16 * SECOND,
-        Command::Schedule(ScheduleCommand::Complete {
+        Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
             run: c[0].run.clone(),
             token: c[0].token,
             result: b"ok".to_vec(),
-        }),
+        })),
     );
     run(&mut s, HOUR, Command::Tick);
     assert!(claimed(&run(&mut s, HOUR, claim(10))).is_empty());
@@ -495,14 +498,14 @@ fn pause_resume_trigger_and_cancel() {
     run(
         &mut s,
         0,
-        Command::Schedule(ScheduleCommand::Pause { id: "p".into() }),
+        Command::Schedule(ScheduleCommand::Pause(schedule::Pause { id: "p".into() })),
     );
     run(&mut s, 10 * SECOND, Command::Tick);
     assert!(fire_times(&s, "p").is_empty());
     let out = run(
         &mut s,
         10 * SECOND + 500,
-        Command::Schedule(ScheduleCommand::Resume { id: "p".into() }),
+        Command::Schedule(ScheduleCommand::Resume(schedule::Resume { id: "p".into() })),
     );
     assert_eq!(
         out.result,
@@ -513,7 +516,9 @@ fn pause_resume_trigger_and_cancel() {
     let out = run(
         &mut s,
         10 * SECOND + 600,
-        Command::Schedule(ScheduleCommand::Trigger { id: "p".into() }),
+        Command::Schedule(ScheduleCommand::Trigger(schedule::Trigger {
+            id: "p".into(),
+        })),
     );
     assert_eq!(
         out.result,
@@ -529,17 +534,17 @@ fn pause_resume_trigger_and_cancel() {
     run(
         &mut s,
         10 * SECOND + 800,
-        Command::Schedule(ScheduleCommand::Cancel { id: "p".into() }),
+        Command::Schedule(ScheduleCommand::Cancel(schedule::Cancel { id: "p".into() })),
     );
     assert!(s.schedules().info("p").is_none());
     let e = schedule_error(&run(
         &mut s,
         10 * SECOND + 900,
-        Command::Schedule(ScheduleCommand::Complete {
+        Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
             run: c[0].run.clone(),
             token: c[0].token,
             result: vec![],
-        }),
+        })),
     ));
     assert_eq!(e.code(), ErrorCode::StaleToken);
 }
@@ -594,31 +599,33 @@ fn bad_input_names_the_field() {
             "max_attempts",
         ),
         (
-            Command::Schedule(ScheduleCommand::Trigger { id: "nope".into() }),
+            Command::Schedule(ScheduleCommand::Trigger(schedule::Trigger {
+                id: "nope".into(),
+            })),
             ErrorCode::NotFound,
             "id",
         ),
         (
-            Command::Schedule(ScheduleCommand::Complete {
+            Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
                 run: RunId {
                     schedule: "nope".into(),
                     fire_time: Millis(1),
                 },
                 token: FencingToken(1),
                 result: vec![],
-            }),
+            })),
             ErrorCode::StaleToken,
             "token",
         ),
         (
-            Command::Schedule(ScheduleCommand::Complete {
+            Command::Schedule(ScheduleCommand::Complete(schedule::Complete {
                 run: RunId {
                     schedule: "nope".into(),
                     fire_time: Millis(1),
                 },
                 token: FencingToken(1),
                 result: vec![0; crate::limits::SCHEDULE_RESULT_BYTES_MAX + 1],
-            }),
+            })),
             ErrorCode::InvalidArgument,
             "result",
         ),
