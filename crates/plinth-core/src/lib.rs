@@ -23,7 +23,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod types;
+mod wake;
 
 pub use call::Call;
 pub use state::{Applied, Command, Ctx, Output, Request, SnapshotError, State, StateError};
 pub use types::{ErrorCode, FencingToken, LeaseId, Millis, Revision};
+pub use wake::Wake;

@@ -2,14 +2,14 @@
 
 use crate::config::{ConfigCommand, ConfigError, ConfigOutput, ConfigState};
 use crate::kv::{KvCommand, KvError, KvOutput, KvState};
-use crate::lease;
 use crate::lease::{LeaseCommand, LeaseError, LeaseOutput, LeaseState};
 use crate::limits::COMMAND_BYTES_MAX;
 use crate::lock::{LockCommand, LockError, LockOutput, LockState};
 use crate::queue::{QueueCommand, QueueError, QueueOutput, QueueState};
 use crate::registry::{RegistryCommand, RegistryError, RegistryOutput, RegistryState};
 use crate::schedule::{ScheduleCommand, ScheduleError, ScheduleOutput, ScheduleState};
-use crate::{ErrorCode, LeaseId, Millis, Revision};
+use crate::{ErrorCode, LeaseId, Millis, Revision, Wake};
+use crate::{lease, lock};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the replicated log: a command and the leader's wall clock when it proposed it.
@@ -107,6 +107,8 @@ pub struct Applied {
     pub result: Result<Output, StateError>,
     /// KV events for watchers, in order, all at `revision`.
     pub events: Vec<crate::kv::Event>,
+    /// Who waits on something this apply changed, each once, in order.
+    pub woken: Vec<Wake>,
 }
 
 /// What a primitive's apply needs to know and may report: the revision the command will get if
@@ -116,6 +118,14 @@ pub struct Ctx {
     pub clock: Millis,
     pub changed: bool,
     pub events: Vec<crate::kv::Event>,
+    woken: Vec<Wake>,
+}
+
+impl Ctx {
+    /// Tells whoever waits on `wake` that its state may have changed.
+    pub fn wake(&mut self, wake: Wake) {
+        self.woken.push(wake);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,16 +211,21 @@ impl State {
             clock: self.clock,
             changed: false,
             events: Vec::new(),
+            woken: Vec::new(),
         };
         let result = self.dispatch(&request.command, &mut ctx);
         if ctx.changed {
             self.revision = ctx.revision;
         }
         self.kv.trim_history(self.clock);
+        let mut woken = ctx.woken;
+        woken.sort_unstable();
+        woken.dedup();
         Applied {
             revision: self.revision,
             result,
             events: ctx.events,
+            woken,
         }
     }
 
@@ -218,9 +233,12 @@ impl State {
         match command {
             Command::Tick => {
                 // Waiters whose deadline passed give up before any permit is handed on.
-                ctx.changed |= self.locks.expire_waiters(ctx.clock) > 0;
-                ctx.changed |= self.queues.tick(ctx.clock);
+                ctx.changed |= self.locks.expire_waiters(ctx) > 0;
+                ctx.changed |= self.queues.tick(ctx);
                 ctx.changed |= self.schedules.tick(ctx.clock);
+                // A tick comes when something is due, a run's retry among them: a run may be
+                // claimable now even if nothing changed state.
+                ctx.wake(Wake::Schedules);
                 let expired = self.leases.expire(ctx.clock);
                 for id in &expired {
                     self.release_lease(*id, ctx);
@@ -283,6 +301,28 @@ impl State {
         self.kv.release_lease(id, ctx);
         self.locks.release_lease(id, &mut self.leases, ctx);
         self.registry.release_lease(id, ctx);
+    }
+
+    /// What a node owes the state when it starts to lead, once it has applied every committed
+    /// entry: the commands to propose, in order.
+    ///
+    /// - The lock waits no call can be waiting for any more leave their queues, since a grant to
+    ///   nobody would block the lock for a whole ttl: every wait queued by another node (a wait
+    ///   is queued by the node that served the acquire; those calls died with it, or were cut
+    ///   when its forwarded connections broke, and their clients ask again here), and, the first
+    ///   time `node`'s process leads (`first_term`), the waits its previous process queued.
+    /// - Every lease deadline moves to at least `clock + ttl`, so that a leader whose clock runs
+    ///   ahead never expires a lease earlier than the old leader would have. With no lease alive
+    ///   there is nothing to refresh, and an idle restart writes nothing.
+    pub fn leadership_duties(&self, node: u64, first_term: bool) -> Vec<Command> {
+        let abandon = self
+            .locks
+            .waiters_by_node()
+            .into_keys()
+            .filter(|owner| *owner != node || first_term)
+            .map(|owner| lock::AbandonNode { node: owner }.into());
+        let refresh = (!self.leases.is_empty()).then(|| lease::Refresh.into());
+        abandon.chain(refresh).collect()
     }
 
     /// The earliest point on the log clock at which a `Tick` has work: a lease's or a lock

@@ -596,3 +596,159 @@ const GOLDEN: &[&str] = &[
     "0702037376630169010802",
     "070303737663016900",
 ];
+
+#[test]
+fn a_new_leader_abandons_waits_no_call_waits_for_and_refreshes_the_leases() {
+    let mut state = State::default();
+    let apply = |state: &mut State, command: Command| {
+        let applied = state.apply(&Request {
+            stamp: Millis(1_000),
+            command,
+        });
+        applied.result.expect("applies");
+    };
+    assert!(
+        state.leadership_duties(1, true).is_empty(),
+        "an idle state owes nothing"
+    );
+    for (owner, node) in [("holder", 1), ("waits-on-1", 1), ("waits-on-2", 2)] {
+        let acquire = crate::lock::Acquire {
+            name: "l".into(),
+            owner: owner.into(),
+            ttl_ms: 10_000,
+            wait_ms: 60_000,
+            permits: 1,
+            value: Vec::new(),
+            node,
+        };
+        apply(&mut state, acquire.into());
+    }
+    let abandon = |node| Command::from(crate::lock::AbandonNode { node });
+    let refresh = Command::from(crate::lease::Refresh);
+    // Its own process's waits only the first time this process leads: later, they are calls it
+    // is still serving.
+    assert_eq!(
+        state.leadership_duties(1, true),
+        vec![abandon(1), abandon(2), refresh.clone()]
+    );
+    assert_eq!(
+        state.leadership_duties(1, false),
+        vec![abandon(2), refresh.clone()]
+    );
+    assert_eq!(
+        state.leadership_duties(3, false),
+        vec![abandon(1), abandon(2), refresh]
+    );
+}
+
+/// What each apply woke: the waiters of the resource it changed, and nobody else's.
+#[test]
+fn an_apply_wakes_the_waiters_of_what_it_changed_and_no_others() {
+    use crate::Wake;
+    let mut state = State::default();
+    let at = std::cell::Cell::new(1_000);
+    let woken = |state: &mut State, command: Command| {
+        at.set(at.get() + 10);
+        let applied = run(state, at.get(), command);
+        assert!(applied.result.is_ok(), "{:?}", applied.result);
+        applied.woken
+    };
+    let queue = |name: &str| Wake::Queue(name.into());
+    let config = |dlq: Option<&str>| QueueConfig {
+        visibility_ms: 1_000,
+        max_receives: 1,
+        dead_letter_queue: dlq.map(Into::into),
+        retention_ms: 60_000,
+        max_body_bytes: 1_024,
+        delay_ms: 0,
+        dedup_window_ms: 60_000,
+        fifo: false,
+    };
+    let create = |name: &str, dlq| {
+        Command::from(crate::queue::Create {
+            name: name.into(),
+            config: config(dlq),
+        })
+    };
+    assert!(woken(&mut state, create("dlq", None)).is_empty());
+    assert!(woken(&mut state, create("q", Some("dlq"))).is_empty());
+    let send = crate::queue::Send {
+        queue: "q".into(),
+        messages: vec![NewMessage {
+            body: b"m".to_vec(),
+            attributes: BTreeMap::new(),
+            delay_ms: None,
+            dedup_id: None,
+            group: None,
+        }],
+    };
+    assert_eq!(woken(&mut state, send.into()), [queue("dlq"), queue("q")]);
+    let receive = crate::queue::Receive {
+        queue: "q".into(),
+        max: 1,
+        visibility_ms: None,
+    };
+    assert!(
+        woken(&mut state, receive.into()).is_empty(),
+        "a receive frees nothing"
+    );
+    // The visibility runs out: the message goes to the dead-letter queue, whose waiters wake.
+    at.set(at.get() + 5_000);
+    assert!(woken(&mut state, Command::Tick).contains(&queue("dlq")));
+
+    // A put wakes nobody: KV events reach watchers another way.
+    let put = crate::kv::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        lease: None,
+    };
+    assert!(woken(&mut state, put.into()).is_empty());
+
+    let acquire = |owner: &str, wait_ms| {
+        Command::from(crate::lock::Acquire {
+            name: "l".into(),
+            owner: owner.into(),
+            ttl_ms: 10_000,
+            wait_ms,
+            permits: 1,
+            value: Vec::new(),
+            node: 1,
+        })
+    };
+    assert_eq!(woken(&mut state, acquire("a", 0)), [Wake::Lock("l".into())]);
+    assert!(
+        woken(&mut state, acquire("b", 60_000)).is_empty(),
+        "a queued acquire grants nothing"
+    );
+    let token = state
+        .locks()
+        .get("l", state.leases(), state.clock())
+        .holders[0]
+        .token;
+    let release = crate::lock::Release {
+        name: "l".into(),
+        token,
+    };
+    assert_eq!(woken(&mut state, release.into()), [Wake::Lock("l".into())]);
+
+    let put = crate::config::Put {
+        service: "svc".into(),
+        set: BTreeMap::from([("k".to_owned(), "1".to_owned())]),
+        delete: Default::default(),
+        expected_version: None,
+    };
+    assert_eq!(woken(&mut state, put.into()), [Wake::Config("svc".into())]);
+    let register = crate::registry::Register {
+        service: "svc".into(),
+        instance: "i".into(),
+        address: "10.0.0.1:80".into(),
+        metadata: BTreeMap::new(),
+        ttl_ms: 10_000,
+        status: Status::Passing,
+    };
+    assert_eq!(
+        woken(&mut state, register.into()),
+        [Wake::Registry("svc".into())]
+    );
+    assert_eq!(woken(&mut state, Command::Tick), [Wake::Schedules]);
+}

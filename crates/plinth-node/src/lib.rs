@@ -25,6 +25,7 @@ mod node;
 mod repair;
 mod state_machine;
 mod ticker;
+mod waiters;
 mod watch;
 
 use std::fmt;

@@ -1,8 +1,6 @@
 //! Node: the replica handle — start (open storage, form or rejoin the cluster, become leader),
 //! propose, read, watch, status, shutdown.
 
-use plinth_core::lease;
-use plinth_core::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,9 +14,7 @@ use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::{BasicNode, ReadPolicy, ServerState};
 use plinth_core::kv::KeySpan;
-use plinth_core::lease::LeaseCommand;
-use plinth_core::lock::LockCommand;
-use plinth_core::{Applied, Command, Millis, Request, Revision, State};
+use plinth_core::{Applied, Command, Millis, Request, Revision, State, Wake};
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -292,45 +288,24 @@ impl Node {
         Ok(metrics.current_term)
     }
 
-    /// What a node owes the leases when it starts to lead: once its state has caught up with
-    /// every committed entry, it moves every lease deadline to at least `clock + ttl`, so that a
-    /// leader whose clock runs ahead never expires a lease earlier than the old leader would have.
-    /// With no lease alive there is nothing to refresh, and an idle restart writes nothing.
-    ///
-    /// It also abandons the lock waits whose calls cannot be waiting any more, since a grant to
-    /// nobody would block the lock for a whole ttl: every wait queued by another node (a wait
-    /// is queued by the leader that served the acquire; those calls died with that leader, or
-    /// were cut when its forwarded connections broke, and their clients ask again here), and,
-    /// the first time this process leads, the waits this node's previous process queued.
+    /// Does what a node owes the state when it starts to lead (`State::leadership_duties`:
+    /// abandoning the lock waits no call waits for, refreshing the leases), once its state has
+    /// caught up with every committed entry.
     pub(crate) async fn leadership_began(&self) -> Result<(), NodeError> {
         self.barrier().await?;
-        let node = self.inner.cfg.node_id;
         let first = !self.inner.orphans_abandoned.load(Ordering::Acquire);
-        let (has_leases, orphans) = {
-            let data = self.inner.sm.read();
-            (
-                !data.state.leases().is_empty(),
-                data.state.locks().waiters_by_node(),
-            )
-        };
-        for (owner, waiters) in orphans {
-            if owner != node || first {
-                self.propose(Command::Lock(LockCommand::AbandonNode(lock::AbandonNode {
-                    node: owner,
-                })))
-                .await?;
-                tracing::info!(
-                    node = owner,
-                    waiters,
-                    "abandoned lock waits no call is waiting for"
-                );
-            }
+        let duties = self
+            .inner
+            .sm
+            .read()
+            .state
+            .leadership_duties(self.inner.cfg.node_id, first);
+        for command in duties {
+            let duty = format!("{command:?}");
+            self.propose(command).await?;
+            tracing::info!(%duty, "done a new leader's duty");
         }
         self.inner.orphans_abandoned.store(true, Ordering::Release);
-        if has_leases {
-            self.propose(Command::Lease(LeaseCommand::Refresh(lease::Refresh)))
-                .await?;
-        }
         Ok(())
     }
 
@@ -433,16 +408,22 @@ impl Node {
             .await
     }
 
-    /// Waits until `f`, run on the local state after each apply, answers `Some`: how a blocked
-    /// acquire learns it was granted and how an observer sees a new leader. The first check is
-    /// linearizable, so the wait starts from every write acknowledged before it began; a node
-    /// shutting down ends the wait with `ShuttingDown`. Callers bound the wait with a timeout.
-    pub async fn wait_until<T>(&self, f: impl FnMut(&State) -> Option<T>) -> Result<T, NodeError> {
+    /// Waits until `f`, run on the local state, answers `Some`: how a queued acquire learns of
+    /// its grant, an observer of a new leader, a long-polling receive of a message. `f` runs
+    /// now and again only when an apply wakes `wake` (what the caller waits on; see
+    /// `plinth_core::Wake`), never after every apply. The first look is linearizable, so the
+    /// wait starts from every write acknowledged before it began; a node shutting down ends the
+    /// wait with `ShuttingDown`. Callers bound the wait with a timeout.
+    pub async fn wait_for<T>(
+        &self,
+        wake: Wake,
+        f: impl FnMut(&State) -> Option<T>,
+    ) -> Result<T, NodeError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
         }
         self.barrier().await?;
-        self.inner.sm.wait_until(f).await
+        self.inner.sm.wait_for(wake, f).await
     }
 
     /// Follows the KV events after revision `after` that match `span`. History is read on the

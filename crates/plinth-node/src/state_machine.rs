@@ -18,11 +18,12 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use plinth_core::{Applied, Output, State};
+use plinth_core::{Applied, Output, State, Wake};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::NodeError;
 use crate::log_store::blocking;
+use crate::waiters::Waiters;
 use crate::watch::WatchMessage;
 use crate::{LogId, LogRequest, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -65,6 +66,8 @@ pub(crate) struct SmShared {
     snapshot_bytes: AtomicUsize,
     /// How many long reads (see [`SmShared::read_long`]) hold or wait for the read lock.
     long_reads: Mutex<usize>,
+    /// The calls waiting for a resource to change, woken by what applies return.
+    waiters: Waiters,
 }
 
 /// The state's read lock, held by a snapshot or a backup for as long as it encodes the state.
@@ -165,21 +168,24 @@ impl SmShared {
             .map_err(|_| NodeError::ShuttingDown)
     }
 
-    /// Runs `f` on the state now and after every apply until it answers `Some`.
-    pub(crate) async fn wait_until<T>(
+    /// Runs `f` on the state now, and again each time an apply wakes `wake` (or the state is
+    /// replaced), until it answers `Some`.
+    pub(crate) async fn wait_for<T>(
         &self,
+        wake: Wake,
         mut f: impl FnMut(&State) -> Option<T>,
     ) -> Result<T, NodeError> {
-        let mut rx = self.applied.subscribe();
+        let waiting = self.waiters.wait_on(wake);
         loop {
-            rx.borrow_and_update();
+            let mut woken = std::pin::pin!(waiting.notified());
+            woken.as_mut().enable();
             if self.is_closed() {
                 return Err(NodeError::ShuttingDown);
             }
             if let Some(answer) = f(&self.read().state) {
                 return Ok(answer);
             }
-            rx.changed().await.map_err(|_| NodeError::ShuttingDown)?;
+            woken.await;
         }
     }
 
@@ -190,7 +196,8 @@ impl SmShared {
     /// Ends every watcher: the node is shutting down.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        // Wakes every `wait_until`, which then sees the node closed.
+        // Every waiter then sees the node closed.
+        self.waiters.wake_all();
         self.applied.send_modify(|_| {});
         let _ = self.events.send(WatchMessage::Closed);
     }
@@ -247,6 +254,7 @@ impl StateMachineStore {
                 closed: AtomicBool::new(false),
                 snapshot_bytes: AtomicUsize::new(snapshot_bytes),
                 long_reads: Mutex::new(0),
+                waiters: Waiters::default(),
             }),
             snapshots: Arc::new(snapshots),
         })
@@ -270,6 +278,7 @@ fn nothing_applied(state: &State) -> Applied {
             expired: Vec::new(),
         }),
         events: Vec::new(),
+        woken: Vec::new(),
     }
 }
 
@@ -289,9 +298,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id;
-            {
+            let woken = {
                 let mut data = self.shared.write_when_free().await;
-                let (applied, events) = match entry.payload {
+                let (mut applied, events) = match entry.payload {
                     EntryPayload::Normal(LogRequest(request)) => {
                         let mut applied = data.state.apply(&request);
                         // Debug builds (every test run) recheck the invariants as they go; the
@@ -299,7 +308,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         if cfg!(debug_assertions) && log_id.index % INVARIANT_CHECK_EVERY == 0 {
                             data.state.check_invariants();
                         }
-                        // The events go to the watchers, not back to the caller.
+                        // The events go to the watchers, not back to the caller, and the wakes
+                        // to the waiters.
                         let events = std::mem::take(&mut applied.events);
                         (applied, events)
                     }
@@ -313,6 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // Before the reply, so a caller who has its answer sees the entry applied.
                 self.shared.applied.send_replace(Some(log_id.index));
                 let revision = applied.revision;
+                let woken = std::mem::take(&mut applied.woken);
                 // The caller first: woken after the watchers, its reply would wait in the run
                 // queue behind every watch stream this entry wakes.
                 if let Some(responder) = responder {
@@ -325,7 +336,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         events: events.into(),
                     });
                 }
-            }
+                woken
+            };
+            // Once the state is written: a waiter woken now sees what woke it.
+            self.shared.waiters.wake(&woken);
         }
         Ok(())
     }
@@ -370,6 +384,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // The history jumped: live watchers re-read it from where they were.
             let _ = self.shared.events.send(WatchMessage::Reset);
         }
+        // Anything may have changed: every waiter looks again.
+        self.shared.waiters.wake_all();
         self.shared
             .applied
             .send_replace(meta.last_log_id.map(|l| l.index));

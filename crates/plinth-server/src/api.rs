@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use plinth_core::{Applied, Command, Output, State};
+use plinth_core::{Applied, Call, State};
 use plinth_node::{Node, NodeError};
 use plinth_proto::v1 as pb;
 use std::sync::Arc;
@@ -48,25 +48,25 @@ impl Api {
         }
     }
 
-    /// Proposes a command and returns its output and the header of the revision it was served
+    /// Proposes `command` and answers its output and the header of the revision it was served
     /// at; a deterministic refusal by the state machine becomes the caller's error.
-    pub(crate) async fn propose(
+    pub(crate) async fn call<C: Call>(
         &self,
-        command: Command,
-    ) -> Result<(Output, pb::ResponseHeader), ApiError> {
-        self.applied(self.node.propose(command).await)
+        command: C,
+    ) -> Result<(C::Output, pb::ResponseHeader), ApiError> {
+        self.answer::<C>(self.node.propose(command.into()).await)
     }
 
-    /// What a write answered: its output, and the header at its revision.
-    pub(crate) fn applied(
+    /// What a write of command type `C` that was submitted answered: its output, and the
+    /// header at its revision.
+    pub(crate) fn answer<C: Call>(
         &self,
         applied: Result<Applied, NodeError>,
-    ) -> Result<(Output, pb::ResponseHeader), ApiError> {
+    ) -> Result<(C::Output, pb::ResponseHeader), ApiError> {
         let Applied {
             revision, result, ..
         } = applied?;
-        let output = result?;
-        Ok((output, self.header(revision)))
+        Ok((C::output(result?), self.header(revision)))
     }
 
     /// Runs a query on the state: linearizable unless `serializable`.
@@ -104,9 +104,4 @@ pub(crate) fn grpc_stream<T>(
 ) -> GrpcStream<T> {
     use futures::StreamExt as _;
     Box::pin(stream.map(|item| item.map_err(tonic::Status::from)))
-}
-
-/// Turns an output variant that cannot follow from the command into a crash: it is a bug.
-pub(crate) fn unexpected(output: Output) -> ! {
-    panic!("the state machine answered a command with an unrelated output: {output:?}")
 }

@@ -12,12 +12,6 @@ use axum::extract::Request;
 use axum::response::Response;
 use futures::future::BoxFuture;
 use plinth_node::{PeerServer, PeerService};
-use plinth_proto::v1::{
-    cluster_server::ClusterServer, config_server::ConfigServer, election_server::ElectionServer,
-    kv_server::KvServer, lease_server::LeaseServer, lock_server::LockServer,
-    maintenance_server::MaintenanceServer, queue_server::QueueServer,
-    registry_server::RegistryServer, scheduler_server::SchedulerServer,
-};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,26 +20,78 @@ use std::task::{Context, Poll};
 use tonic::server::NamedService;
 use tower::Service;
 
+/// The services of the API, each declared once in its own module (`service!`): from this list
+/// come their gRPC servers, the dispatch by service name, and the HTTP router.
+macro_rules! services {
+    ($($name:ident),* $(,)?) => {
+        pub(crate) struct Services {
+            $(pub(crate) $name: crate::$name::Server,)*
+            pub(crate) peer: PeerServer<PeerService>,
+            pub(crate) http: axum::Router,
+            pub(crate) forwarder: Forwarder,
+        }
+
+        impl Services {
+            pub(crate) fn new(api: Api) -> Services {
+                Services {
+                    $($name: crate::$name::server(api.clone()),)*
+                    peer: api.node.peer_service(),
+                    forwarder: Forwarder::new(api.clone()),
+                    http: crate::http::router(api, |router| {
+                        $(let router = crate::$name::routes(router);)*
+                        router
+                    }),
+                }
+            }
+
+            /// Calls the gRPC server of the service `request` names, or the HTTP router.
+            fn dispatch(&self, request: Request) -> Reply {
+                let service = service_name(&request);
+                $(if service == <crate::$name::Server as NamedService>::NAME {
+                    return Reply::Grpc(self.$name.clone().call(request));
+                })*
+                if service == <PeerServer<PeerService> as NamedService>::NAME {
+                    return Reply::Grpc(self.peer.clone().call(request));
+                }
+                if crate::forward::is_grpc(&request) {
+                    let status =
+                        tonic::Status::unimplemented(format!("no gRPC service {service} here"));
+                    let response = status.into_http::<tonic::body::Body>();
+                    return Reply::Grpc(Box::pin(std::future::ready(Ok(response))));
+                }
+                Reply::Other(Box::pin(self.http.clone().call(request)))
+            }
+        }
+    };
+}
+
+services!(
+    kv,
+    lease,
+    lock,
+    election,
+    queue,
+    schedule,
+    config,
+    registry,
+    maintenance,
+    cluster
+);
+
+/// The gRPC service a request names: "/plinth.v1.Kv/Put" → "plinth.v1.Kv".
+fn service_name(request: &Request) -> &str {
+    request
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .map_or("", |(service, _)| service)
+}
+
 /// Cheap to clone (hyper clones the service for every call).
 #[derive(Clone)]
 pub(crate) struct App {
     inner: Arc<Services>,
-}
-
-pub(crate) struct Services {
-    pub(crate) kv: KvServer<Api>,
-    pub(crate) lease: LeaseServer<Api>,
-    pub(crate) lock: LockServer<Api>,
-    pub(crate) election: ElectionServer<Api>,
-    pub(crate) queue: QueueServer<Api>,
-    pub(crate) scheduler: SchedulerServer<Api>,
-    pub(crate) config: ConfigServer<Api>,
-    pub(crate) registry: RegistryServer<Api>,
-    pub(crate) maintenance: MaintenanceServer<Api>,
-    pub(crate) cluster: ClusterServer<Api>,
-    pub(crate) peer: PeerServer<PeerService>,
-    pub(crate) http: axum::Router,
-    pub(crate) forwarder: Forwarder,
 }
 
 impl App {
@@ -93,39 +139,7 @@ impl Service<Request> for App {
                 Ok(forwarder.proxy(request, leader).await)
             }));
         }
-        // "/plinth.v1.Kv/Put" → "plinth.v1.Kv"
-        let service = request
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|path| path.split_once('/'))
-            .map_or("", |(service, _)| service);
-        macro_rules! by_name {
-            ($($field:ident: $server:ty),* $(,)?) => {
-                $(if service == <$server as NamedService>::NAME {
-                    return Reply::Grpc(services.$field.clone().call(request));
-                })*
-            };
-        }
-        by_name!(
-            kv: KvServer<Api>,
-            lease: LeaseServer<Api>,
-            lock: LockServer<Api>,
-            election: ElectionServer<Api>,
-            queue: QueueServer<Api>,
-            scheduler: SchedulerServer<Api>,
-            config: ConfigServer<Api>,
-            registry: RegistryServer<Api>,
-            maintenance: MaintenanceServer<Api>,
-            cluster: ClusterServer<Api>,
-            peer: PeerServer<PeerService>,
-        );
-        if crate::forward::is_grpc(&request) {
-            let status = tonic::Status::unimplemented(format!("no gRPC service {service} here"));
-            let response = status.into_http::<tonic::body::Body>();
-            return Reply::Grpc(Box::pin(std::future::ready(Ok(response))));
-        }
-        Reply::Other(Box::pin(services.http.clone().call(request)))
+        services.dispatch(request)
     }
 }
 

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use plinth_core::ErrorCode;
 use plinth_node::ClusterStatus;
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::cluster_server::ClusterServer;
 
 impl Api {
     pub async fn cluster_status(
@@ -97,8 +98,8 @@ fn status_message(s: ClusterStatus, header: pb::ResponseHeader) -> pb::ClusterSt
     }
 }
 
-grpc_service! {
-    pb::cluster_server::Cluster {}
+service! {
+    pb::cluster_server::Cluster, ClusterServer, "cluster" {}
     status(pb::ClusterStatusRequest) -> pb::ClusterStatusResponse => cluster_status;
     add_learner(pb::ClusterAddLearnerRequest) -> pb::ClusterStatusResponse => cluster_add_learner;
     promote(pb::ClusterPromoteRequest) -> pb::ClusterStatusResponse => cluster_promote;

@@ -4,13 +4,15 @@
 //! once, in order, one message a version, so a watcher that resumes from the last version it
 //! applied sees no gap and no repeat.
 
-use crate::api::{Api, ReplyStream, unexpected};
+use crate::api::{Api, ReplyStream};
 use crate::error::ApiError;
+use plinth_core::StateError;
+use plinth_core::Wake;
 use plinth_core::config;
-use plinth_core::config::{ConfigCommand, ConfigOutput, ConfigVersion};
+use plinth_core::config::ConfigVersion;
 use plinth_core::limits::CONFIG_HISTORY_PAGE_MAX;
-use plinth_core::{Command, Output, StateError};
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::config_server::ConfigServer;
 use std::collections::VecDeque;
 
 fn version_out(v: ConfigVersion) -> pb::ConfigVersion {
@@ -25,52 +27,37 @@ fn version_out(v: ConfigVersion) -> pb::ConfigVersion {
 }
 
 impl Api {
-    async fn config_command(
-        &self,
-        command: ConfigCommand,
-    ) -> Result<(ConfigOutput, pb::ResponseHeader), ApiError> {
-        match self.propose(Command::Config(command)).await? {
-            (Output::Config(out), header) => Ok((out, header)),
-            (other, _) => unexpected(other),
-        }
-    }
-
-    async fn config_commit(
-        &self,
-        command: ConfigCommand,
-    ) -> Result<pb::ConfigPutResponse, ApiError> {
-        match self.config_command(command).await? {
-            (ConfigOutput::Committed(v), header) => Ok(pb::ConfigPutResponse {
-                header: Some(header),
-                version: Some(version_out(v)),
-            }),
-            (other, _) => unexpected(Output::Config(other)),
-        }
-    }
-
     pub async fn config_put(
         &self,
         r: pb::ConfigPutRequest,
     ) -> Result<pb::ConfigPutResponse, ApiError> {
-        self.config_commit(ConfigCommand::Put(config::Put {
+        let put = config::Put {
             service: r.service,
             set: r.set,
             delete: r.delete.into_iter().collect(),
             expected_version: r.expected_version,
-        }))
-        .await
+        };
+        let (version, header) = self.call(put).await?;
+        Ok(pb::ConfigPutResponse {
+            header: Some(header),
+            version: Some(version_out(version)),
+        })
     }
 
     pub async fn config_rollback(
         &self,
         r: pb::ConfigRollbackRequest,
     ) -> Result<pb::ConfigPutResponse, ApiError> {
-        self.config_commit(ConfigCommand::Rollback(config::Rollback {
+        let rollback = config::Rollback {
             service: r.service,
             to_version: r.to_version,
             expected_version: r.expected_version,
-        }))
-        .await
+        };
+        let (version, header) = self.call(rollback).await?;
+        Ok(pb::ConfigPutResponse {
+            header: Some(header),
+            version: Some(version_out(version)),
+        })
     }
 
     pub async fn config_get(
@@ -117,11 +104,11 @@ impl Api {
         &self,
         r: pb::ConfigSetSchemaRequest,
     ) -> Result<pb::ConfigSetSchemaResponse, ApiError> {
-        let command = ConfigCommand::SetSchema(config::SetSchema {
+        let set = config::SetSchema {
             service: r.service,
             schema: (!r.schema.is_empty()).then_some(r.schema),
-        });
-        let (_, header) = self.config_command(command).await?;
+        };
+        let ((), header) = self.call(set).await?;
         Ok(pb::ConfigSetSchemaResponse {
             header: Some(header),
         })
@@ -144,19 +131,15 @@ impl Api {
         &self,
         r: pb::ConfigSetRetentionRequest,
     ) -> Result<pb::ConfigSetRetentionResponse, ApiError> {
-        let command = ConfigCommand::SetRetention(config::SetRetention {
+        let set = config::SetRetention {
             service: r.service,
             versions_kept: r.versions_kept,
-        });
-        match self.config_command(command).await? {
-            (ConfigOutput::RetentionSet { base_version }, header) => {
-                Ok(pb::ConfigSetRetentionResponse {
-                    header: Some(header),
-                    base_version,
-                })
-            }
-            (other, _) => unexpected(Output::Config(other)),
-        }
+        };
+        let (base_version, header) = self.call(set).await?;
+        Ok(pb::ConfigSetRetentionResponse {
+            header: Some(header),
+            base_version,
+        })
     }
 
     pub async fn config_list(
@@ -203,16 +186,19 @@ impl Api {
             let mut w = state?;
             if w.ready.is_empty() {
                 let (service, sent) = (w.service.clone(), w.sent);
-                let next = w.api.node.wait_until(move |s| {
-                    match s
-                        .config()
-                        .versions_after(&service, sent, CONFIG_HISTORY_PAGE_MAX)
-                    {
-                        Ok(versions) if versions.is_empty() => None,
-                        Ok(versions) => Some(Ok((versions, s.revision()))),
-                        Err(e) => Some(Err(e)),
-                    }
-                });
+                let next = w
+                    .api
+                    .node
+                    .wait_for(Wake::Config(w.service.clone()), move |s| {
+                        match s
+                            .config()
+                            .versions_after(&service, sent, CONFIG_HISTORY_PAGE_MAX)
+                        {
+                            Ok(versions) if versions.is_empty() => None,
+                            Ok(versions) => Some(Ok((versions, s.revision()))),
+                            Err(e) => Some(Err(e)),
+                        }
+                    });
                 match next.await {
                     Ok(Ok((versions, revision))) => {
                         w.ready = versions.into_iter().map(|v| (v, revision)).collect();
@@ -233,9 +219,9 @@ impl Api {
     }
 }
 
-grpc_service! {
-    pb::config_server::Config {
-        watch(pb::ConfigWatchRequest) -> WatchStream(pb::ConfigWatchResponse) => config_watch;
+service! {
+    pb::config_server::Config, ConfigServer, "config" {
+        watch(pb::ConfigWatchRequest) -> WatchStream(pb::ConfigWatchResponse) => config_watch, sse "version";
     }
     put(pb::ConfigPutRequest) -> pb::ConfigPutResponse => config_put;
     get(pb::ConfigGetRequest) -> pb::ConfigGetResponse => config_get;

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use futures::StreamExt as _;
 use plinth_core::ErrorCode;
 use plinth_proto::json;
@@ -21,89 +21,10 @@ use std::time::Duration;
 /// Request bodies above this are refused before parsing; values are limited by core to 1 MiB.
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-macro_rules! json_routes {
-    ($router:expr, $($path:literal => $method:ident),* $(,)?) => {
-        $router $(.route(
-            $path,
-            post(|State(api): State<Api>, body: Result<Bytes, BytesRejection>| async move {
-                call(body, |request| async move { api.$method(request).await }).await
-            }),
-        ))*
-    };
-}
-
-pub fn router(api: Api) -> Router {
-    let router = json_routes!(Router::new(),
-        "/v1/kv/put" => kv_put,
-        "/v1/kv/get" => kv_get,
-        "/v1/kv/range" => kv_range,
-        "/v1/kv/delete" => kv_delete,
-        "/v1/kv/txn" => kv_txn,
-        "/v1/kv/compact" => kv_compact,
-        "/v1/lease/grant" => lease_grant,
-        "/v1/lease/keep_alive" => lease_keep_alive,
-        "/v1/lease/revoke" => lease_revoke,
-        "/v1/lease/time_to_live" => lease_time_to_live,
-        "/v1/lease/list" => lease_list,
-        "/v1/lock/acquire" => lock_acquire,
-        "/v1/lock/renew" => lock_renew,
-        "/v1/lock/release" => lock_release,
-        "/v1/lock/get" => lock_get,
-        "/v1/lock/check_fence" => lock_check_fence,
-        "/v1/election/campaign" => election_campaign,
-        "/v1/election/leader" => election_leader,
-        "/v1/election/proclaim" => election_proclaim,
-        "/v1/election/resign" => election_resign,
-        "/v1/queue/create" => queue_create,
-        "/v1/queue/delete" => queue_delete,
-        "/v1/queue/list" => queue_list,
-        "/v1/queue/stats" => queue_stats,
-        "/v1/queue/send" => queue_send,
-        "/v1/queue/send_batch" => queue_send_batch,
-        "/v1/queue/receive" => queue_receive,
-        "/v1/queue/ack" => queue_ack,
-        "/v1/queue/nack" => queue_nack,
-        "/v1/queue/change_visibility" => queue_change_visibility,
-        "/v1/queue/redrive" => queue_redrive,
-        "/v1/queue/purge" => queue_purge,
-        "/v1/schedule/create" => schedule_create,
-        "/v1/schedule/get" => schedule_get,
-        "/v1/schedule/list" => schedule_list,
-        "/v1/schedule/cancel" => schedule_cancel,
-        "/v1/schedule/pause" => schedule_pause,
-        "/v1/schedule/resume" => schedule_resume,
-        "/v1/schedule/trigger" => schedule_trigger,
-        "/v1/schedule/runs" => schedule_runs,
-        "/v1/schedule/claim" => schedule_claim,
-        "/v1/schedule/heartbeat" => schedule_heartbeat,
-        "/v1/schedule/complete" => schedule_complete,
-        "/v1/schedule/fail" => schedule_fail,
-        "/v1/config/put" => config_put,
-        "/v1/config/get" => config_get,
-        "/v1/config/history" => config_history,
-        "/v1/config/rollback" => config_rollback,
-        "/v1/config/set_schema" => config_set_schema,
-        "/v1/config/get_schema" => config_get_schema,
-        "/v1/config/set_retention" => config_set_retention,
-        "/v1/config/list" => config_list,
-        "/v1/registry/register" => registry_register,
-        "/v1/registry/heartbeat" => registry_heartbeat,
-        "/v1/registry/set_status" => registry_set_status,
-        "/v1/registry/deregister" => registry_deregister,
-        "/v1/registry/resolve" => registry_resolve,
-        "/v1/registry/services" => registry_services,
-        "/v1/maintenance/status" => maintenance_status,
-        "/v1/cluster/status" => cluster_status,
-        "/v1/cluster/add_learner" => cluster_add_learner,
-        "/v1/cluster/promote" => cluster_promote,
-        "/v1/cluster/remove" => cluster_remove,
-        "/v1/cluster/transfer_leader" => cluster_transfer_leader,
-    );
-    router
-        .route("/v1/kv/watch", post(watch))
-        .route("/v1/election/observe", post(observe))
-        .route("/v1/config/watch", post(config_watch))
-        .route("/v1/registry/watch", post(registry_watch))
+/// The HTTP side of the port: the calls' routes (`routes`, from every service's declaration),
+/// the backup, metrics and health endpoints, and problem+json for paths and methods it lacks.
+pub(crate) fn router(api: Api, routes: impl FnOnce(Router<Api>) -> Router<Api>) -> Router {
+    routes(Router::new())
         .route("/v1/maintenance/snapshot", get(snapshot))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -112,6 +33,41 @@ pub fn router(api: Api) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(api)
+}
+
+/// The route of a unary call: the body as its request message, the reply as JSON.
+pub(crate) fn unary<Req, Resp, F, Fut>(f: F) -> MethodRouter<Api>
+where
+    Req: DeserializeOwned + Serialize + Send + 'static,
+    Resp: Serialize,
+    F: FnOnce(Api, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send,
+{
+    post(
+        move |State(api): State<Api>, body: Result<Bytes, BytesRejection>| async move {
+            call(body, |request| f(api, request)).await
+        },
+    )
+}
+
+/// The route of a streaming call: the body as its request message, the replies as
+/// server-sent events named `name`.
+pub(crate) fn stream<Req, T, S, F, Fut>(name: &'static str, f: F) -> MethodRouter<Api>
+where
+    Req: DeserializeOwned + Serialize + Send + 'static,
+    T: Serialize + 'static,
+    S: futures::Stream<Item = Result<T, ApiError>> + Send + 'static,
+    F: FnOnce(Api, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, ApiError>> + Send,
+{
+    post(
+        move |State(api): State<Api>, body: Result<Bytes, BytesRejection>| async move {
+            match parse(body) {
+                Ok(request) => sse(name, f(api, request).await),
+                Err(e) => e.into_response(),
+            }
+        },
+    )
 }
 
 /// A path the API does not have: a problem that says what the API's paths look like.
@@ -190,34 +146,6 @@ fn body_error(rejection: BytesRejection) -> ApiError {
             "body",
             format!("request body could not be read: {}", rejection.body_text()),
         )
-    }
-}
-
-async fn watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse(body) {
-        Ok(request) => sse("watch", api.kv_watch(request).await),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn observe(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse(body) {
-        Ok(request) => sse("leader", api.election_observe(request).await),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn config_watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse(body) {
-        Ok(request) => sse("version", api.config_watch(request).await),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn registry_watch(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse(body) {
-        Ok(request) => sse("registry", api.registry_watch(request).await),
-        Err(e) => e.into_response(),
     }
 }
 

@@ -1,29 +1,28 @@
 //! The KV calls: put, get, range, delete, txn, compact and watch, and their gRPC service.
 
-use crate::api::{Api, ReplyStream, unexpected};
+use crate::api::{Api, ReplyStream};
 use crate::convert;
 use crate::error::ApiError;
 use futures::StreamExt as _;
+use plinth_core::Revision;
 use plinth_core::kv;
-use plinth_core::kv::{KeySpan, KvCommand, KvOutput, RangeRequest, Txn};
-use plinth_core::{Command, Output, Revision};
+use plinth_core::kv::{KeySpan, RangeRequest};
 use plinth_node::WatchError;
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::kv_server::KvServer;
 
 impl Api {
     pub async fn kv_put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
-        let command = KvCommand::Put(kv::Put {
+        let put = kv::Put {
             key: r.key,
             value: r.value,
             lease: convert::lease(r.lease),
-        });
-        match self.propose(Command::Kv(command)).await? {
-            (Output::Kv(KvOutput::Put { prev }), header) => Ok(pb::PutResponse {
-                header: Some(header),
-                prev_kv: prev.map(convert::key_value),
-            }),
-            (other, _) => unexpected(other),
-        }
+        };
+        let (prev, header) = self.call(put).await?;
+        Ok(pb::PutResponse {
+            header: Some(header),
+            prev_kv: prev.map(convert::key_value),
+        })
     }
 
     pub async fn kv_get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, ApiError> {
@@ -59,19 +58,12 @@ impl Api {
 
     pub async fn kv_delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, ApiError> {
         let span = convert::span(r.key, r.range_end, r.prefix)?;
-        match self
-            .propose(Command::Kv(KvCommand::Delete(kv::Delete { span })))
-            .await?
-        {
-            (Output::Kv(KvOutput::Delete { deleted }), header) => {
-                Ok(convert::delete_response(deleted, header))
-            }
-            (other, _) => unexpected(other),
-        }
+        let (deleted, header) = self.call(kv::Delete { span }).await?;
+        Ok(convert::delete_response(deleted, header))
     }
 
     pub async fn kv_txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, ApiError> {
-        let txn = Txn {
+        let txn = kv::Txn {
             compares: r
                 .compares
                 .into_iter()
@@ -88,34 +80,27 @@ impl Api {
                 .map(convert::txn_op)
                 .collect::<Result<_, _>>()?,
         };
-        match self.propose(Command::Kv(KvCommand::Txn(txn))).await? {
-            (Output::Kv(KvOutput::Txn(kv::TxnOutput { succeeded, results })), header) => {
-                Ok(pb::TxnResponse {
-                    responses: results
-                        .into_iter()
-                        .map(|o| convert::txn_op_output(o, header))
-                        .collect(),
-                    header: Some(header),
-                    succeeded,
-                })
-            }
-            (other, _) => unexpected(other),
-        }
+        let (out, header) = self.call(txn).await?;
+        Ok(pb::TxnResponse {
+            responses: out
+                .results
+                .into_iter()
+                .map(|o| convert::txn_op_output(o, header))
+                .collect(),
+            header: Some(header),
+            succeeded: out.succeeded,
+        })
     }
 
     pub async fn kv_compact(&self, r: pb::CompactRequest) -> Result<pb::CompactResponse, ApiError> {
-        let command = KvCommand::Compact(kv::Compact {
+        let compact = kv::Compact {
             revision: Revision(r.revision),
-        });
-        match self.propose(Command::Kv(command)).await? {
-            (Output::Kv(KvOutput::Compact { compacted_revision }), header) => {
-                Ok(pb::CompactResponse {
-                    header: Some(header),
-                    compacted_revision: compacted_revision.0,
-                })
-            }
-            (other, _) => unexpected(other),
-        }
+        };
+        let (compacted_revision, header) = self.call(compact).await?;
+        Ok(pb::CompactResponse {
+            header: Some(header),
+            compacted_revision: compacted_revision.0,
+        })
     }
 
     /// Every event after `from_revision` (or from now) that matches the keys, in order, with
@@ -186,9 +171,9 @@ impl Api {
     }
 }
 
-grpc_service! {
-    pb::kv_server::Kv {
-        watch(pb::WatchRequest) -> WatchStream(pb::WatchResponse) => kv_watch;
+service! {
+    pb::kv_server::Kv, KvServer, "kv" {
+        watch(pb::WatchRequest) -> WatchStream(pb::WatchResponse) => kv_watch, sse "watch";
     }
     put(pb::PutRequest) -> pb::PutResponse => kv_put;
     get(pb::GetRequest) -> pb::GetResponse => kv_get;

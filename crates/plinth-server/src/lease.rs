@@ -1,66 +1,48 @@
 //! The lease calls: grant, keep-alive, revoke, time-to-live and list, and their gRPC service.
 
-use crate::api::{Api, now_ms, unexpected};
+use crate::api::{Api, now_ms};
 use crate::convert;
 use crate::error::ApiError;
 use plinth_core::lease;
-use plinth_core::lease::{LeaseCommand, LeaseOutput};
-use plinth_core::{Command, LeaseId, Millis, Output};
+use plinth_core::{LeaseId, Millis};
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::lease_server::LeaseServer;
 
 impl Api {
     pub async fn lease_grant(
         &self,
         r: pb::LeaseGrantRequest,
     ) -> Result<pb::LeaseGrantResponse, ApiError> {
-        let command = LeaseCommand::Grant(lease::Grant {
+        let grant = lease::Grant {
             id: convert::lease(r.id),
             ttl_ms: r.ttl_ms,
-        });
-        match self.propose(Command::Lease(command)).await? {
-            (Output::Lease(LeaseOutput::Granted(info)), header) => Ok(pb::LeaseGrantResponse {
-                header: Some(header),
-                lease: Some(convert::lease_info(info)),
-            }),
-            (other, _) => unexpected(other),
-        }
+        };
+        let (info, header) = self.call(grant).await?;
+        Ok(pb::LeaseGrantResponse {
+            header: Some(header),
+            lease: Some(convert::lease_info(info)),
+        })
     }
 
     pub async fn lease_keep_alive(
         &self,
         r: pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, ApiError> {
-        match self
-            .propose(Command::Lease(LeaseCommand::KeepAlive(lease::KeepAlive {
-                id: LeaseId(r.id),
-            })))
-            .await?
-        {
-            (Output::Lease(LeaseOutput::KeptAlive(info)), header) => {
-                Ok(pb::LeaseKeepAliveResponse {
-                    header: Some(header),
-                    lease: Some(convert::lease_info(info)),
-                })
-            }
-            (other, _) => unexpected(other),
-        }
+        let (info, header) = self.call(lease::KeepAlive { id: LeaseId(r.id) }).await?;
+        Ok(pb::LeaseKeepAliveResponse {
+            header: Some(header),
+            lease: Some(convert::lease_info(info)),
+        })
     }
 
     pub async fn lease_revoke(
         &self,
         r: pb::LeaseRevokeRequest,
     ) -> Result<pb::LeaseRevokeResponse, ApiError> {
-        match self
-            .propose(Command::Lease(LeaseCommand::Revoke(lease::Revoke {
-                id: LeaseId(r.id),
-            })))
-            .await?
-        {
-            (Output::Lease(LeaseOutput::Revoked { .. }), header) => Ok(pb::LeaseRevokeResponse {
-                header: Some(header),
-            }),
-            (other, _) => unexpected(other),
-        }
+        let (_, header) = self.call(lease::Revoke { id: LeaseId(r.id) }).await?;
+        Ok(pb::LeaseRevokeResponse {
+            header: Some(header),
+        })
     }
 
     pub async fn lease_time_to_live(
@@ -111,8 +93,8 @@ impl Api {
     }
 }
 
-grpc_service! {
-    pb::lease_server::Lease {}
+service! {
+    pb::lease_server::Lease, LeaseServer, "lease" {}
     grant(pb::LeaseGrantRequest) -> pb::LeaseGrantResponse => lease_grant;
     keep_alive(pb::LeaseKeepAliveRequest) -> pb::LeaseKeepAliveResponse => lease_keep_alive;
     revoke(pb::LeaseRevokeRequest) -> pb::LeaseRevokeResponse => lease_revoke;

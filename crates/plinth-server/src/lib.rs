@@ -6,12 +6,17 @@
 //! renders the answer; it never decides a primitive's rule (that is plinth-core's) and never
 //! touches storage (that is plinth-node's).
 
-/// Implements a gRPC service on [`Api`]: each call hands its request to the `Api` method named
-/// after `=>`; the streaming calls, in the braces after the service, wrap the stream that method
-/// answers. The one shape of every service, so the services stay thin shells around `Api`.
-macro_rules! grpc_service {
+/// Declares one service of the API, once: from it come the gRPC service (tonic's trait on
+/// [`Api`], each call handing its request to the `Api` method named after `=>`), the HTTP/JSON
+/// routes (`POST /v1/<prefix>/<method>`, the request as JSON; a streaming call as server-sent
+/// events named after `sse`, when it has one), and the server the port dispatches to by the
+/// service's name (`server`, with the message limits every service has). The streaming calls
+/// come first, in braces; then the unary calls. `app::services!` lists the services.
+macro_rules! service {
     (
-        $service:path { $($smethod:ident($sreq:ty) -> $stype:ident($sresp:ty) => $scall:ident;)* }
+        $service:path, $server:ident, $prefix:literal {
+            $($smethod:ident($sreq:ty) -> $stype:ident($sresp:ty) => $scall:ident $(, sse $event:literal)?;)*
+        }
         $($method:ident($request:ty) -> $response:ty => $call:ident;)*
     ) => {
         #[tonic::async_trait]
@@ -36,6 +41,32 @@ macro_rules! grpc_service {
                 }
             )*
         }
+
+        /// The gRPC server of this service, as the port dispatches to it.
+        pub(crate) type Server = $server<crate::api::Api>;
+
+        pub(crate) fn server(api: crate::api::Api) -> Server {
+            $server::new(api)
+                .max_decoding_message_size(crate::REQUEST_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(crate::BULK_MESSAGE_BYTES_MAX)
+        }
+
+        /// This service's HTTP/JSON routes.
+        pub(crate) fn routes(router: axum::Router<crate::api::Api>) -> axum::Router<crate::api::Api> {
+            router
+            $(
+                .route(
+                    concat!("/v1/", $prefix, "/", stringify!($method)),
+                    crate::http::unary(|api: crate::api::Api, r: $request| async move { api.$call(r).await }),
+                )
+            )*
+            $($(
+                .route(
+                    concat!("/v1/", $prefix, "/", stringify!($smethod)),
+                    crate::http::stream($event, |api: crate::api::Api, r: $sreq| async move { api.$scall(r).await }),
+                )
+            )?)*
+        }
     };
 }
 
@@ -45,6 +76,7 @@ mod cluster;
 mod config;
 mod connections;
 mod convert;
+mod election;
 mod error;
 mod forward;
 mod http;
@@ -65,12 +97,6 @@ pub use http::BODY_BYTES_MAX;
 
 use app::{App, Services};
 use plinth_node::Node;
-use plinth_proto::v1::{
-    cluster_server::ClusterServer, config_server::ConfigServer, election_server::ElectionServer,
-    kv_server::KvServer, lease_server::LeaseServer, lock_server::LockServer,
-    maintenance_server::MaintenanceServer, queue_server::QueueServer,
-    registry_server::RegistryServer, scheduler_server::SchedulerServer,
-};
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -85,32 +111,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = Api::new(node, stop_rx.clone());
     // Every request may be as large as a command (a txn of many values, a batch of bodies) and
-    // no larger; a larger one is refused as it arrives, before it is read whole.
-    let app = App::new(Services {
-        kv: KvServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
-        lease: LeaseServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
-        lock: LockServer::new(api.clone()).max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
-        election: ElectionServer::new(api.clone())
-            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
-        // A receive can carry 100 bodies of 1 MiB.
-        queue: QueueServer::new(api.clone())
-            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        scheduler: SchedulerServer::new(api.clone())
-            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX),
-        // A snapshot or a watch message can carry a whole 1 MiB config, or many instances.
-        config: ConfigServer::new(api.clone())
-            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        registry: RegistryServer::new(api.clone())
-            .max_decoding_message_size(REQUEST_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(BULK_MESSAGE_BYTES_MAX),
-        maintenance: MaintenanceServer::new(api.clone()),
-        cluster: ClusterServer::new(api.clone()),
-        peer: api.node.peer_service(),
-        forwarder: forward::Forwarder::new(api.clone()),
-        http: http::router(api),
-    });
+    // no larger, each service's `server()` says; a larger one is refused as it arrives.
+    let app = App::new(Services::new(api));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -131,8 +133,8 @@ pub async fn serve(
     }
 }
 
-/// The largest reply on the wire for the calls that carry many bodies at once: a full queue
-/// receive (100 bodies of 1 MiB), a whole config, every instance of a service.
+/// The largest reply on the wire: a full queue receive (100 bodies of 1 MiB), a whole config,
+/// every instance of a service.
 pub const BULK_MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
 /// The largest request message: a command of the most bytes a command may have

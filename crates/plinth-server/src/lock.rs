@@ -1,19 +1,20 @@
-//! The lock and election calls and their gRPC services.
+//! The lock calls and their service; the queued acquire that elections share.
 //!
 //! An acquire that has to wait is queued in the log and the call then waits on the applied
 //! state for its ticket to be granted. If the caller goes away first (or the wait runs out), the
 //! ticket is abandoned through the log, so a hold granted to nobody is released at once instead
 //! of blocking the lock until its lease expires.
 
-use crate::api::{Api, ReplyStream, now_ms, unexpected};
+use crate::api::{Api, now_ms};
 use crate::convert;
 use crate::error::ApiError;
-use plinth_core::limits::LOCK_WAIT_MS_MAX;
+use plinth_core::Wake;
 use plinth_core::lock;
-use plinth_core::lock::{HoldInfo, LockCommand, LockOutput, TicketStatus};
-use plinth_core::{Applied, Command, ErrorCode, FencingToken, Millis, Output, Revision};
+use plinth_core::lock::{HoldInfo, TicketStatus};
+use plinth_core::{Applied, Call as _, ErrorCode, FencingToken, Millis, Revision};
 use plinth_node::Submitted;
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::lock_server::LockServer;
 use std::time::Duration;
 
 /// How long past its deadline a queued call waits for the ticker to drop its ticket before it
@@ -26,7 +27,7 @@ impl Api {
         r: pb::LockAcquireRequest,
     ) -> Result<pb::LockAcquireResponse, ApiError> {
         let (hold, header) = self
-            .acquire(LockCommand::Acquire(lock::Acquire {
+            .acquire(lock::Acquire {
                 name: r.name,
                 owner: r.owner,
                 ttl_ms: r.ttl_ms,
@@ -34,7 +35,7 @@ impl Api {
                 permits: r.permits.max(1),
                 value: Vec::new(),
                 node: self.node.node_id(),
-            }))
+            })
             .await?;
         Ok(pb::LockAcquireResponse {
             header: Some(header),
@@ -46,18 +47,16 @@ impl Api {
         &self,
         r: pb::LockRenewRequest,
     ) -> Result<pb::LockRenewResponse, ApiError> {
-        let command = LockCommand::Renew(lock::Renew {
+        let renew = lock::Renew {
             name: r.name,
             token: FencingToken(r.token),
             ttl_ms: (r.ttl_ms != 0).then_some(r.ttl_ms),
-        });
-        match self.propose(Command::Lock(command)).await? {
-            (Output::Lock(LockOutput::Renewed(hold)), header) => Ok(pb::LockRenewResponse {
-                header: Some(header),
-                hold: Some(convert::hold(hold)),
-            }),
-            (other, _) => unexpected(other),
-        }
+        };
+        let (hold, header) = self.call(renew).await?;
+        Ok(pb::LockRenewResponse {
+            header: Some(header),
+            hold: Some(convert::hold(hold)),
+        })
     }
 
     pub async fn lock_release(
@@ -116,137 +115,25 @@ impl Api {
         })
     }
 
-    pub async fn election_campaign(
+    pub(crate) async fn release(
         &self,
-        r: pb::ElectionCampaignRequest,
-    ) -> Result<pb::ElectionCampaignResponse, ApiError> {
-        let wait_ms = if r.wait_ms == 0 {
-            LOCK_WAIT_MS_MAX
-        } else {
-            r.wait_ms
-        };
-        let (hold, header) = self
-            .acquire(LockCommand::Acquire(lock::Acquire {
-                name: r.name,
-                owner: r.candidate,
-                ttl_ms: r.ttl_ms,
-                wait_ms,
-                permits: 1,
-                value: r.value,
-                node: self.node.node_id(),
-            }))
-            .await?;
-        Ok(pb::ElectionCampaignResponse {
-            header: Some(header),
-            leader: Some(convert::hold(hold)),
-        })
-    }
-
-    pub async fn election_leader(
-        &self,
-        r: pb::ElectionLeaderRequest,
-    ) -> Result<pb::ElectionLeaderResponse, ApiError> {
-        check_name(&r.name)?;
-        let name = r.name;
-        let (leader, header) = self
-            .read(r.serializable, move |s| {
-                s.locks().leader(&name, s.leases(), s.clock())
-            })
-            .await?;
-        Ok(pb::ElectionLeaderResponse {
-            header: Some(header),
-            leader: leader.map(convert::hold),
-        })
-    }
-
-    pub async fn election_proclaim(
-        &self,
-        r: pb::ElectionProclaimRequest,
-    ) -> Result<pb::ElectionProclaimResponse, ApiError> {
-        let command = LockCommand::Proclaim(lock::Proclaim {
-            name: r.name,
-            token: FencingToken(r.token),
-            value: r.value,
-        });
-        match self.propose(Command::Lock(command)).await? {
-            (Output::Lock(LockOutput::Proclaimed(hold)), header) => {
-                Ok(pb::ElectionProclaimResponse {
-                    header: Some(header),
-                    leader: Some(convert::hold(hold)),
-                })
-            }
-            (other, _) => unexpected(other),
-        }
-    }
-
-    pub async fn election_resign(
-        &self,
-        r: pb::ElectionResignRequest,
-    ) -> Result<pb::ElectionResignResponse, ApiError> {
-        let header = self.release(r.name, r.token).await?;
-        Ok(pb::ElectionResignResponse {
-            header: Some(header),
-        })
-    }
-
-    /// The current leader (or none) at once, then one message per change of leader or value.
-    pub async fn election_observe(
-        &self,
-        r: pb::ElectionObserveRequest,
-    ) -> Result<ReplyStream<pb::ElectionObserveResponse>, ApiError> {
-        check_name(&r.name)?;
-        /// What an observer has last been told: the leader's token and value.
-        type Seen = Option<(FencingToken, Vec<u8>)>;
-        let state: (Api, String, Option<Seen>) = (self.clone(), r.name, None);
-        let stream = futures::stream::unfold(Some(state), |state| async move {
-            let (api, name, told) = state?;
-            let n = name.clone();
-            let next = api.node.wait_until(move |s| {
-                let leader = s.locks().leader(&n, s.leases(), s.clock());
-                let seen: Seen = leader.as_ref().map(|h| (h.token, h.value.clone()));
-                (told.as_ref() != Some(&seen)).then(|| (leader, seen, s.revision()))
-            });
-            match next.await {
-                Ok((leader, seen, revision)) => {
-                    let response = pb::ElectionObserveResponse {
-                        header: Some(api.header(revision)),
-                        leader: leader.map(convert::hold),
-                    };
-                    Some((Ok(response), Some((api, name, Some(seen)))))
-                }
-                Err(e) => Some((Err(e.into()), None)),
-            }
-        });
-        Ok(Box::pin(self.until_shutdown(stream)))
-    }
-
-    async fn release(&self, name: String, token: u64) -> Result<pb::ResponseHeader, ApiError> {
-        let command = LockCommand::Release(lock::Release {
+        name: String,
+        token: u64,
+    ) -> Result<pb::ResponseHeader, ApiError> {
+        let release = lock::Release {
             name,
             token: FencingToken(token),
-        });
-        match self.propose(Command::Lock(command)).await? {
-            (Output::Lock(LockOutput::Released { .. }), header) => Ok(header),
-            (other, _) => unexpected(other),
-        }
+        };
+        Ok(self.call(release).await?.1)
     }
 
     /// Proposes an acquire; if it was queued, waits for the grant. A caller that goes away
     /// mid-call (the client hung up) drops the [`Acquiring`] with it, which finishes what the
     /// call started: a queued ticket, or a grant the caller will never hear of, is abandoned
     /// through the log instead of holding up the lock for a whole ttl.
-    async fn acquire(&self, command: LockCommand) -> Acquired {
-        let LockCommand::Acquire(lock::Acquire {
-            name,
-            owner,
-            wait_ms,
-            ..
-        }) = &command
-        else {
-            unreachable!("acquire proposes an Acquire")
-        };
-        let (name, owner, wait_ms) = (name.clone(), owner.clone(), *wait_ms);
-        let submitted = self.node.submit(Command::Lock(command)).await?;
+    pub(crate) async fn acquire(&self, acquire: lock::Acquire) -> Acquired {
+        let (name, owner, wait_ms) = (acquire.name.clone(), acquire.owner.clone(), acquire.wait_ms);
+        let submitted = self.node.submit(acquire.into()).await?;
         let mut acquiring = Acquiring {
             api: self.clone(),
             name,
@@ -257,10 +144,9 @@ impl Api {
         };
         let applied = submitted.outcome().await;
         acquiring.stage = Stage::Done;
-        let (output, header) = self.applied(applied)?;
-        match output {
-            Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold))) => Ok((hold, header)),
-            Output::Lock(LockOutput::Acquire(lock::Acquired::Queued { ticket, .. })) => {
+        match self.answer::<lock::Acquire>(applied)? {
+            (lock::Acquired::Held(hold), header) => Ok((hold, header)),
+            (lock::Acquired::Queued { ticket, .. }, _) => {
                 acquiring.stage = Stage::Queued(ticket);
                 let waited = self
                     .await_ticket(&acquiring.name, &owner, ticket, wait_ms)
@@ -268,7 +154,6 @@ impl Api {
                 acquiring.stage = Stage::Done;
                 waited
             }
-            other => unexpected(other),
         }
     }
 
@@ -280,7 +165,7 @@ impl Api {
         wait_ms: u64,
     ) -> Acquired {
         let n = name.to_owned();
-        let granted = self.node.wait_until(move |s| {
+        let granted = self.node.wait_for(Wake::Lock(name.to_owned()), move |s| {
             match s.locks().ticket_status(&n, ticket, s.leases(), s.clock()) {
                 TicketStatus::Waiting { .. } => None,
                 status => Some((status, s.revision())),
@@ -318,15 +203,18 @@ impl Api {
     /// Takes a ticket out of its queue, or releases the hold granted to it. Refused when the
     /// ticket is already gone, which is the outcome wanted.
     async fn abandon(&self, name: String, ticket: Revision) {
-        let command = LockCommand::Abandon(lock::Abandon { name, ticket });
-        if let Err(e) = self.node.propose(Command::Lock(command)).await {
+        if let Err(e) = self
+            .node
+            .propose(lock::Abandon { name, ticket }.into())
+            .await
+        {
             tracing::debug!(error = %e, "could not abandon a lock ticket");
         }
     }
 }
 
 /// What an acquire answers.
-type Acquired = Result<(HoldInfo, pb::ResponseHeader), ApiError>;
+pub(crate) type Acquired = Result<(HoldInfo, pb::ResponseHeader), ApiError>;
 
 /// An acquire under way. Dropped before it is done, it abandons what its write did, in a task
 /// of its own: the ticket it queued, or the hold it was granted.
@@ -362,16 +250,11 @@ impl Drop for Acquiring {
                 Stage::Queued(ticket) => ticket,
                 Stage::Proposed(mut submitted) => match submitted.outcome().await {
                     Ok(Applied {
-                        result: Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Held(hold)))),
-                        ..
-                    }) => hold.ticket,
-                    Ok(Applied {
-                        result:
-                            Ok(Output::Lock(LockOutput::Acquire(lock::Acquired::Queued {
-                                ticket, ..
-                            }))),
-                        ..
-                    }) => ticket,
+                        result: Ok(output), ..
+                    }) => match lock::Acquire::output(output) {
+                        lock::Acquired::Held(hold) => hold.ticket,
+                        lock::Acquired::Queued { ticket, .. } => ticket,
+                    },
                     _ => return,
                 },
                 Stage::Done => return,
@@ -381,25 +264,15 @@ impl Drop for Acquiring {
     }
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     plinth_core::names::check_name(name).map_err(|e| ApiError::invalid("name", e.to_string()))
 }
 
-grpc_service! {
-    pb::lock_server::Lock {}
+service! {
+    pb::lock_server::Lock, LockServer, "lock" {}
     acquire(pb::LockAcquireRequest) -> pb::LockAcquireResponse => lock_acquire;
     renew(pb::LockRenewRequest) -> pb::LockRenewResponse => lock_renew;
     release(pb::LockReleaseRequest) -> pb::LockReleaseResponse => lock_release;
     get(pb::LockGetRequest) -> pb::LockGetResponse => lock_get;
     check_fence(pb::LockCheckFenceRequest) -> pb::LockCheckFenceResponse => lock_check_fence;
-}
-
-grpc_service! {
-    pb::election_server::Election {
-        observe(pb::ElectionObserveRequest) -> ObserveStream(pb::ElectionObserveResponse) => election_observe;
-    }
-    campaign(pb::ElectionCampaignRequest) -> pb::ElectionCampaignResponse => election_campaign;
-    leader(pb::ElectionLeaderRequest) -> pb::ElectionLeaderResponse => election_leader;
-    proclaim(pb::ElectionProclaimRequest) -> pb::ElectionProclaimResponse => election_proclaim;
-    resign(pb::ElectionResignRequest) -> pb::ElectionResignResponse => election_resign;
 }

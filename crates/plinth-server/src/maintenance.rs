@@ -4,6 +4,7 @@ use crate::api::{Api, ReplyStream};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::maintenance_server::MaintenanceServer;
 
 /// The largest piece of a backup in one message.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -76,8 +77,8 @@ impl Api {
     }
 }
 
-grpc_service! {
-    pb::maintenance_server::Maintenance {
+service! {
+    pb::maintenance_server::Maintenance, MaintenanceServer, "maintenance" {
         snapshot(pb::SnapshotRequest) -> SnapshotStream(pb::SnapshotChunk) => maintenance_snapshot;
     }
     status(pb::StatusRequest) -> pb::StatusResponse => maintenance_status;

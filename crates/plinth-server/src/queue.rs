@@ -3,15 +3,15 @@
 //! receivable or the wait runs out. The receipts a receive carries to ack are acked in its first
 //! proposal, before any wait.
 
-use crate::api::{Api, unexpected};
+use crate::api::Api;
 use crate::error::ApiError;
+use plinth_core::Wake;
 use plinth_core::limits::{self, QUEUE_WAIT_MS_MAX};
 use plinth_core::queue;
-use plinth_core::queue::{
-    AckFailure, Delivery, NewMessage, QueueCommand, QueueConfig, QueueInfo, QueueOutput, Receipt,
-};
-use plinth_core::{Command, ErrorCode, Output, StateError};
+use plinth_core::queue::{AckFailure, Delivery, NewMessage, QueueConfig, QueueInfo, Receipt};
+use plinth_core::{ErrorCode, StateError};
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::queue_server::QueueServer;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -135,29 +135,16 @@ fn not_found(name: &str) -> ApiError {
 }
 
 impl Api {
-    async fn queue_command(
-        &self,
-        command: QueueCommand,
-    ) -> Result<(QueueOutput, pb::ResponseHeader), ApiError> {
-        match self.propose(Command::Queue(command)).await? {
-            (Output::Queue(out), header) => Ok((out, header)),
-            (other, _) => unexpected(other),
-        }
-    }
-
     pub async fn queue_create(
         &self,
         r: pb::QueueCreateRequest,
     ) -> Result<pb::QueueCreateResponse, ApiError> {
         let name = r.name.clone();
-        let command = QueueCommand::Create(queue::Create {
+        let create = queue::Create {
             name: r.name,
             config: config(r.config.unwrap_or_default()),
-        });
-        let (out, header) = self.queue_command(command).await?;
-        let QueueOutput::Created { existed } = out else {
-            unexpected(Output::Queue(out))
         };
+        let (existed, header) = self.call(create).await?;
         let (info, _) = self
             .read(false, move |s| s.queues().queue_info(&name))
             .await?;
@@ -172,16 +159,11 @@ impl Api {
         &self,
         r: pb::QueueDeleteRequest,
     ) -> Result<pb::QueueDeleteResponse, ApiError> {
-        match self
-            .queue_command(QueueCommand::Delete(queue::Delete { name: r.name }))
-            .await?
-        {
-            (QueueOutput::Deleted { messages }, header) => Ok(pb::QueueDeleteResponse {
-                header: Some(header),
-                messages,
-            }),
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        let (messages, header) = self.call(queue::Delete { name: r.name }).await?;
+        Ok(pb::QueueDeleteResponse {
+            header: Some(header),
+            messages,
+        })
     }
 
     pub async fn queue_list(
@@ -221,44 +203,38 @@ impl Api {
             dedup_id: r.dedup_id,
             group: r.group,
         });
-        let command = QueueCommand::Send(queue::Send {
+        let send = queue::Send {
             queue: r.queue,
             messages: vec![message],
-        });
-        match self.queue_command(command).await? {
-            (QueueOutput::Sent(results), header) => {
-                let first = &results[0];
-                Ok(pb::QueueSendResponse {
-                    header: Some(header),
-                    message_id: first.message_id,
-                    duplicate: first.duplicate,
-                })
-            }
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        };
+        let (results, header) = self.call(send).await?;
+        let first = &results[0];
+        Ok(pb::QueueSendResponse {
+            header: Some(header),
+            message_id: first.message_id,
+            duplicate: first.duplicate,
+        })
     }
 
     pub async fn queue_send_batch(
         &self,
         r: pb::QueueSendBatchRequest,
     ) -> Result<pb::QueueSendBatchResponse, ApiError> {
-        let command = QueueCommand::Send(queue::Send {
+        let send = queue::Send {
             queue: r.queue,
             messages: r.messages.into_iter().map(entry).collect(),
-        });
-        match self.queue_command(command).await? {
-            (QueueOutput::Sent(results), header) => Ok(pb::QueueSendBatchResponse {
-                header: Some(header),
-                results: results
-                    .into_iter()
-                    .map(|r| pb::QueueSendResult {
-                        message_id: r.message_id,
-                        duplicate: r.duplicate,
-                    })
-                    .collect(),
-            }),
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        };
+        let (results, header) = self.call(send).await?;
+        Ok(pb::QueueSendBatchResponse {
+            header: Some(header),
+            results: results
+                .into_iter()
+                .map(|r| pb::QueueSendResult {
+                    message_id: r.message_id,
+                    duplicate: r.duplicate,
+                })
+                .collect(),
+        })
     }
 
     pub async fn queue_receive(
@@ -281,30 +257,29 @@ impl Api {
             .map(|(i, text)| receipt(&format!("ack[{i}]"), text))
             .collect::<Result<Vec<_>, _>>()?;
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        let max = r.max.max(1);
-        let visibility_ms = (r.visibility_ms != 0).then_some(r.visibility_ms);
+        let receive = queue::Receive {
+            queue: r.queue.clone(),
+            max: r.max.max(1),
+            visibility_ms: (r.visibility_ms != 0).then_some(r.visibility_ms),
+        };
         // The acks ride on the first proposal only: they are made at once, before any wait. A
         // receive without acks is proposed as the log's older `Receive`, which a member not yet
         // upgraded still reads.
-        let first = if given.is_empty() {
-            QueueCommand::Receive(queue::Receive {
-                queue: r.queue.clone(),
-                max,
-                visibility_ms,
-            })
+        let (first, header) = if given.is_empty() {
+            self.call(receive.clone()).await?
         } else {
-            QueueCommand::AckAndReceive(queue::AckAndReceive {
+            self.call(queue::AckAndReceive {
                 queue: r.queue.clone(),
                 ack: given.clone(),
-                max,
-                visibility_ms,
+                max: receive.max,
+                visibility_ms: receive.visibility_ms,
             })
+            .await?
         };
-        let (deliveries, failed, header) = self.receive_once(first).await?;
-        let ack_failures = as_given(&r.ack, &given, failed);
+        let ack_failures = as_given(&r.ack, &given, first.ack_failures);
         let mut reply = pb::QueueReceiveResponse {
             header: Some(header),
-            messages: deliveries.into_iter().map(delivery).collect(),
+            messages: first.deliveries.into_iter().map(delivery).collect(),
             acked: (given.len() - ack_failures.len()) as u32,
             ack_failures,
         };
@@ -316,7 +291,7 @@ impl Api {
             // a tick that ends a delay or a visibility timeout), or the wait runs out.
             let queue = r.queue.clone();
             // A queue deleted meanwhile wakes the poll too: the next receive says NOT_FOUND.
-            let ready = self.node.wait_until(move |s| {
+            let ready = self.node.wait_for(Wake::Queue(r.queue.clone()), move |s| {
                 (!s.queues().exists(&queue) || s.queues().has_receivable(&queue)).then_some(())
             });
             let mut shutdown = self.shutdown.clone();
@@ -328,20 +303,13 @@ impl Api {
                 }
             };
             let next = match woken {
-                Ok(()) => {
-                    self.receive_once(QueueCommand::Receive(queue::Receive {
-                        queue: r.queue.clone(),
-                        max,
-                        visibility_ms,
-                    }))
-                    .await
-                }
+                Ok(()) => self.call(receive.clone()).await,
                 Err(e) => Err(e),
             };
             match next {
-                Ok((deliveries, _, header)) => {
+                Ok((received, header)) => {
                     reply.header = Some(header);
-                    reply.messages = deliveries.into_iter().map(delivery).collect();
+                    reply.messages = received.deliveries.into_iter().map(delivery).collect();
                 }
                 Err(_) if acks_made => break,
                 Err(e) => return Err(e),
@@ -350,31 +318,15 @@ impl Api {
         Ok(reply)
     }
 
-    /// One receive proposal: its deliveries, the acks that failed, and the header.
-    async fn receive_once(
-        &self,
-        command: QueueCommand,
-    ) -> Result<(Vec<Delivery>, Vec<AckFailure>, pb::ResponseHeader), ApiError> {
-        let (out, header) = self.queue_command(command).await?;
-        let QueueOutput::Received(queue::Received {
-            deliveries,
-            ack_failures,
-        }) = out
-        else {
-            unexpected(Output::Queue(out))
-        };
-        Ok((deliveries, ack_failures, header))
-    }
-
     pub async fn queue_ack(
         &self,
         r: pb::QueueAckRequest,
     ) -> Result<pb::QueueAckResponse, ApiError> {
-        let command = QueueCommand::Ack(queue::Ack {
+        let ack = queue::Ack {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
-        });
-        let (_, header) = self.queue_command(command).await?;
+        };
+        let ((), header) = self.call(ack).await?;
         Ok(pb::QueueAckResponse {
             header: Some(header),
         })
@@ -384,78 +336,65 @@ impl Api {
         &self,
         r: pb::QueueNackRequest,
     ) -> Result<pb::QueueNackResponse, ApiError> {
-        let command = QueueCommand::Nack(queue::Nack {
+        let nack = queue::Nack {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
             delay_ms: r.delay_ms,
             reason: r.reason,
-        });
-        match self.queue_command(command).await? {
-            (QueueOutput::Nacked { dead_lettered }, header) => Ok(pb::QueueNackResponse {
-                header: Some(header),
-                dead_lettered,
-            }),
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        };
+        let (dead_lettered, header) = self.call(nack).await?;
+        Ok(pb::QueueNackResponse {
+            header: Some(header),
+            dead_lettered,
+        })
     }
 
     pub async fn queue_change_visibility(
         &self,
         r: pb::QueueChangeVisibilityRequest,
     ) -> Result<pb::QueueChangeVisibilityResponse, ApiError> {
-        let command = QueueCommand::ChangeVisibility(queue::ChangeVisibility {
+        let change = queue::ChangeVisibility {
             queue: r.queue,
             receipt: receipt("receipt", &r.receipt)?,
             visibility_ms: r.visibility_ms,
-        });
-        match self.queue_command(command).await? {
-            (QueueOutput::VisibilityChanged { visible_at }, header) => {
-                Ok(pb::QueueChangeVisibilityResponse {
-                    header: Some(header),
-                    visible_at_ms: visible_at.0,
-                })
-            }
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        };
+        let (visible_at, header) = self.call(change).await?;
+        Ok(pb::QueueChangeVisibilityResponse {
+            header: Some(header),
+            visible_at_ms: visible_at.0,
+        })
     }
 
     pub async fn queue_redrive(
         &self,
         r: pb::QueueRedriveRequest,
     ) -> Result<pb::QueueRedriveResponse, ApiError> {
-        let command = QueueCommand::Redrive(queue::Redrive {
+        let redrive = queue::Redrive {
             dlq: r.dlq,
             to: (!r.to.is_empty()).then_some(r.to),
             max: r.max,
-        });
-        match self.queue_command(command).await? {
-            (QueueOutput::Redriven { moved }, header) => Ok(pb::QueueRedriveResponse {
-                header: Some(header),
-                moved,
-            }),
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        };
+        let (moved, header) = self.call(redrive).await?;
+        Ok(pb::QueueRedriveResponse {
+            header: Some(header),
+            moved,
+        })
     }
 
     pub async fn queue_purge(
         &self,
         r: pb::QueuePurgeRequest,
     ) -> Result<pb::QueuePurgeResponse, ApiError> {
-        match self
-            .queue_command(QueueCommand::Purge(queue::Purge { queue: r.name }))
-            .await?
-        {
-            (QueueOutput::Purged { messages }, header) => Ok(pb::QueuePurgeResponse {
-                header: Some(header),
-                messages,
-            }),
-            (other, _) => unexpected(Output::Queue(other)),
-        }
+        let (messages, header) = self.call(queue::Purge { queue: r.name }).await?;
+        Ok(pb::QueuePurgeResponse {
+            header: Some(header),
+            messages,
+        })
     }
 }
 
-grpc_service! {
-    pb::queue_server::Queue {}
+service! {
+    pb::queue_server::Queue, QueueServer, "queue" {}
     create(pb::QueueCreateRequest) -> pb::QueueCreateResponse => queue_create;
     delete(pb::QueueDeleteRequest) -> pb::QueueDeleteResponse => queue_delete;
     list(pb::QueueListRequest) -> pb::QueueListResponse => queue_list;

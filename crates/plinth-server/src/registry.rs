@@ -5,15 +5,16 @@
 //! it. Each message carries the revision everything up to which it reflects, and never splits the
 //! events of one revision, so a watcher that resumes from it misses nothing and sees nothing twice.
 
-use crate::api::{Api, ReplyStream, now_ms, unexpected};
+use crate::api::{Api, ReplyStream, now_ms};
 use crate::error::ApiError;
+use plinth_core::Wake;
 use plinth_core::registry;
 use plinth_core::registry::{
-    DownReason, InstanceInfo, RegistryCommand, RegistryEvent, RegistryEventKind, RegistryOutput,
-    Status as InstanceStatus,
+    DownReason, InstanceInfo, RegistryEvent, RegistryEventKind, Status as InstanceStatus,
 };
-use plinth_core::{Command, LeaseId, Output, Revision, StateError};
+use plinth_core::{LeaseId, Revision, StateError};
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::registry_server::RegistryServer;
 
 /// Events one watch message carries, rounded up to a whole revision.
 const WATCH_BATCH_EVENTS: usize = 1000;
@@ -65,16 +66,6 @@ fn event_out(e: RegistryEvent) -> pb::RegistryEvent {
 }
 
 impl Api {
-    async fn registry_command(
-        &self,
-        command: RegistryCommand,
-    ) -> Result<(RegistryOutput, pb::ResponseHeader), ApiError> {
-        match self.propose(Command::Registry(command)).await? {
-            (Output::Registry(out), header) => Ok((out, header)),
-            (other, _) => unexpected(other),
-        }
-    }
-
     /// The instance with its lease's deadline, as the state has it now.
     async fn registry_instance(
         &self,
@@ -97,76 +88,65 @@ impl Api {
         &self,
         r: pb::RegistryRegisterRequest,
     ) -> Result<pb::RegistryInstanceResponse, ApiError> {
-        let command = RegistryCommand::Register(registry::Register {
+        let register = registry::Register {
             service: r.service,
             instance: r.instance,
             address: r.address,
             metadata: r.metadata,
             ttl_ms: r.ttl_ms,
             status: status(&r.status)?,
-        });
-        match self.registry_command(command).await? {
-            (RegistryOutput::Registered(info), header) => {
-                self.registry_instance(info, header).await
-            }
-            (other, _) => unexpected(Output::Registry(other)),
-        }
+        };
+        let (info, header) = self.call(register).await?;
+        self.registry_instance(info, header).await
     }
 
     pub async fn registry_heartbeat(
         &self,
         r: pb::RegistryHeartbeatRequest,
     ) -> Result<pb::RegistryHeartbeatResponse, ApiError> {
-        let command = RegistryCommand::Heartbeat(registry::Heartbeat {
+        let heartbeat = registry::Heartbeat {
             service: r.service,
             instance: r.instance,
             lease: LeaseId(r.lease),
-        });
-        match self.registry_command(command).await? {
-            (RegistryOutput::HeartbeatOk(registry::HeartbeatOk { deadline, ttl_ms }), header) => {
-                Ok(pb::RegistryHeartbeatResponse {
-                    header: Some(header),
-                    ttl_ms,
-                    deadline_ms: deadline.0,
-                })
-            }
-            (other, _) => unexpected(Output::Registry(other)),
-        }
+        };
+        let (ok, header) = self.call(heartbeat).await?;
+        Ok(pb::RegistryHeartbeatResponse {
+            header: Some(header),
+            ttl_ms: ok.ttl_ms,
+            deadline_ms: ok.deadline.0,
+        })
     }
 
     pub async fn registry_set_status(
         &self,
         r: pb::RegistrySetStatusRequest,
     ) -> Result<pb::RegistryInstanceResponse, ApiError> {
-        let command = RegistryCommand::SetStatus(registry::SetStatus {
+        if r.status.is_empty() {
+            return Err(ApiError::invalid(
+                "status",
+                "status is empty; it must be one of passing, warning, draining",
+            ));
+        }
+        let set = registry::SetStatus {
             service: r.service,
             instance: r.instance,
             lease: lease(r.lease),
-            status: if r.status.is_empty() {
-                return Err(ApiError::invalid(
-                    "status",
-                    "status is empty; it must be one of passing, warning, draining",
-                ));
-            } else {
-                status(&r.status)?
-            },
-        });
-        match self.registry_command(command).await? {
-            (RegistryOutput::StatusSet(info), header) => self.registry_instance(info, header).await,
-            (other, _) => unexpected(Output::Registry(other)),
-        }
+            status: status(&r.status)?,
+        };
+        let (info, header) = self.call(set).await?;
+        self.registry_instance(info, header).await
     }
 
     pub async fn registry_deregister(
         &self,
         r: pb::RegistryDeregisterRequest,
     ) -> Result<pb::RegistryDeregisterResponse, ApiError> {
-        let command = RegistryCommand::Deregister(registry::Deregister {
+        let deregister = registry::Deregister {
             service: r.service,
             instance: r.instance,
             lease: lease(r.lease),
-        });
-        let (_, header) = self.registry_command(command).await?;
+        };
+        let ((), header) = self.call(deregister).await?;
         Ok(pb::RegistryDeregisterResponse {
             header: Some(header),
         })
@@ -215,19 +195,21 @@ impl Api {
         let stream = futures::stream::unfold(Some(start), |state| async move {
             let (api, service, seen) = state?;
             let svc = service.clone();
-            let next = api.node.wait_until(move |s| {
-                let Some(seen) = seen else {
-                    return Some(Ok((true, resolve(s, &svc, true), Vec::new(), s.revision())));
-                };
-                match s.registry().events_after(&svc, seen, WATCH_BATCH_EVENTS) {
-                    Ok(events) if events.is_empty() => None,
-                    Ok(events) => {
-                        let last = events.last().expect("not empty").revision;
-                        Some(Ok((false, Vec::new(), events, last)))
+            let next = api
+                .node
+                .wait_for(Wake::Registry(service.clone()), move |s| {
+                    let Some(seen) = seen else {
+                        return Some(Ok((true, resolve(s, &svc, true), Vec::new(), s.revision())));
+                    };
+                    match s.registry().events_after(&svc, seen, WATCH_BATCH_EVENTS) {
+                        Ok(events) if events.is_empty() => None,
+                        Ok(events) => {
+                            let last = events.last().expect("not empty").revision;
+                            Some(Ok((false, Vec::new(), events, last)))
+                        }
+                        Err(e) => Some(Err(e)),
                     }
-                    Err(e) => Some(Err(e)),
-                }
-            });
+                });
             match next.await {
                 Ok(Ok((snapshot, instances, events, revision))) => {
                     let message = pb::RegistryWatchResponse {
@@ -264,9 +246,9 @@ fn resolve(s: &plinth_core::State, service: &str, all: bool) -> Vec<pb::Registry
         .collect()
 }
 
-grpc_service! {
-    pb::registry_server::Registry {
-        watch(pb::RegistryWatchRequest) -> WatchStream(pb::RegistryWatchResponse) => registry_watch;
+service! {
+    pb::registry_server::Registry, RegistryServer, "registry" {
+        watch(pb::RegistryWatchRequest) -> WatchStream(pb::RegistryWatchResponse) => registry_watch, sse "registry";
     }
     register(pb::RegistryRegisterRequest) -> pb::RegistryInstanceResponse => registry_register;
     heartbeat(pb::RegistryHeartbeatRequest) -> pb::RegistryHeartbeatResponse => registry_heartbeat;

@@ -1,16 +1,17 @@
 //! The scheduler calls and their gRPC service. `Claim` long-polls like a queue receive: woken by
 //! the apply that makes a run claimable (a tick that materializes a fire time or ends a backoff).
 
-use crate::api::{Api, unexpected};
+use crate::api::Api;
 use crate::error::ApiError;
+use plinth_core::Wake;
 use plinth_core::limits::{self, SCHEDULE_WAIT_MS_MAX};
 use plinth_core::schedule;
 use plinth_core::schedule::{
-    Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleCommand, ScheduleInfo,
-    ScheduleOutput, Spec,
+    Misfire, Overlap, Policy, RunCounts, RunId, RunInfo, RunState, ScheduleInfo, Spec,
 };
-use plinth_core::{Command, ErrorCode, FencingToken, Output};
+use plinth_core::{ErrorCode, FencingToken};
 use plinth_proto::v1 as pb;
+use plinth_proto::v1::scheduler_server::SchedulerServer;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -191,16 +192,6 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 }
 
 impl Api {
-    async fn schedule_command(
-        &self,
-        command: ScheduleCommand,
-    ) -> Result<(ScheduleOutput, pb::ResponseHeader), ApiError> {
-        match self.propose(Command::Schedule(command)).await? {
-            (Output::Schedule(out), header) => Ok((out, header)),
-            (other, _) => unexpected(other),
-        }
-    }
-
     /// The schedule `id` as it is now (after a write, at least as new as it).
     async fn schedule_now(&self, id: String) -> Result<pb::ScheduleResponse, ApiError> {
         let lookup = id.clone();
@@ -227,13 +218,13 @@ impl Api {
         &self,
         r: pb::ScheduleCreateRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        let command = ScheduleCommand::Create(schedule::Create {
+        let create = schedule::Create {
             id: r.id.clone(),
             spec: spec(r.spec.unwrap_or_default())?,
             job: r.job,
             policy: policy(r.policy.unwrap_or_default())?,
-        });
-        self.schedule_command(command).await?;
+        };
+        self.call(create).await?;
         self.schedule_now(r.id).await
     }
 
@@ -273,24 +264,18 @@ impl Api {
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleCancelResponse, ApiError> {
-        match self
-            .schedule_command(ScheduleCommand::Cancel(schedule::Cancel { id: r.id }))
-            .await?
-        {
-            (ScheduleOutput::Cancelled { runs }, header) => Ok(pb::ScheduleCancelResponse {
-                header: Some(header),
-                runs,
-            }),
-            (other, _) => unexpected(Output::Schedule(other)),
-        }
+        let (runs, header) = self.call(schedule::Cancel { id: r.id }).await?;
+        Ok(pb::ScheduleCancelResponse {
+            header: Some(header),
+            runs,
+        })
     }
 
     pub async fn schedule_pause(
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        self.schedule_command(ScheduleCommand::Pause(schedule::Pause { id: r.id.clone() }))
-            .await?;
+        self.call(schedule::Pause { id: r.id.clone() }).await?;
         self.schedule_now(r.id).await
     }
 
@@ -298,10 +283,7 @@ impl Api {
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleResponse, ApiError> {
-        self.schedule_command(ScheduleCommand::Resume(schedule::Resume {
-            id: r.id.clone(),
-        }))
-        .await?;
+        self.call(schedule::Resume { id: r.id.clone() }).await?;
         self.schedule_now(r.id).await
     }
 
@@ -309,16 +291,11 @@ impl Api {
         &self,
         r: pb::ScheduleIdRequest,
     ) -> Result<pb::ScheduleTriggerResponse, ApiError> {
-        match self
-            .schedule_command(ScheduleCommand::Trigger(schedule::Trigger { id: r.id }))
-            .await?
-        {
-            (ScheduleOutput::Triggered { run }, header) => Ok(pb::ScheduleTriggerResponse {
-                header: Some(header),
-                run_id: run.to_string(),
-            }),
-            (other, _) => unexpected(Output::Schedule(other)),
-        }
+        let (run, header) = self.call(schedule::Trigger { id: r.id }).await?;
+        Ok(pb::ScheduleTriggerResponse {
+            header: Some(header),
+            run_id: run.to_string(),
+        })
     }
 
     pub async fn schedule_runs(
@@ -359,16 +336,13 @@ impl Api {
             ));
         }
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        let command = ScheduleCommand::Claim(schedule::Claim {
+        let claim = schedule::Claim {
             worker: r.worker,
             max: r.max.max(1),
             schedules: r.schedules.clone(),
-        });
+        };
         loop {
-            let (out, header) = self.schedule_command(command.clone()).await?;
-            let ScheduleOutput::Claimed(claims) = out else {
-                unexpected(Output::Schedule(out))
-            };
+            let (claims, header) = self.call(claim.clone()).await?;
             if !claims.is_empty() || Instant::now() >= deadline {
                 for c in claims.iter().filter(|c| c.attempt == 1) {
                     let delay_ms = c.claimed_at.0.saturating_sub(c.run.fire_time.0);
@@ -392,7 +366,7 @@ impl Api {
                 });
             }
             let schedules = r.schedules.clone();
-            let ready = self.node.wait_until(move |s| {
+            let ready = self.node.wait_for(Wake::Schedules, move |s| {
                 s.schedules()
                     .has_claimable(s.clock(), &schedules)
                     .then_some(())
@@ -414,29 +388,27 @@ impl Api {
         &self,
         r: pb::ScheduleHeartbeatRequest,
     ) -> Result<pb::ScheduleHeartbeatResponse, ApiError> {
-        let command = ScheduleCommand::Heartbeat(schedule::Heartbeat {
+        let heartbeat = schedule::Heartbeat {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
-        });
-        match self.schedule_command(command).await? {
-            (ScheduleOutput::Heartbeat { until }, header) => Ok(pb::ScheduleHeartbeatResponse {
-                header: Some(header),
-                lease_until_ms: until.0,
-            }),
-            (other, _) => unexpected(Output::Schedule(other)),
-        }
+        };
+        let (until, header) = self.call(heartbeat).await?;
+        Ok(pb::ScheduleHeartbeatResponse {
+            header: Some(header),
+            lease_until_ms: until.0,
+        })
     }
 
     pub async fn schedule_complete(
         &self,
         r: pb::ScheduleCompleteRequest,
     ) -> Result<pb::ScheduleCompleteResponse, ApiError> {
-        let command = ScheduleCommand::Complete(schedule::Complete {
+        let complete = schedule::Complete {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
             result: r.result,
-        });
-        let (_, header) = self.schedule_command(command).await?;
+        };
+        let ((), header) = self.call(complete).await?;
         Ok(pb::ScheduleCompleteResponse {
             header: Some(header),
         })
@@ -446,26 +418,22 @@ impl Api {
         &self,
         r: pb::ScheduleFailRequest,
     ) -> Result<pb::ScheduleFailResponse, ApiError> {
-        let command = ScheduleCommand::Fail(schedule::Fail {
+        let fail = schedule::Fail {
             run: run_id(&r.run_id)?,
             token: FencingToken(r.token),
             error: r.error,
-        });
-        match self.schedule_command(command).await? {
-            (ScheduleOutput::Failed(schedule::Failed { dead, runnable_at }), header) => {
-                Ok(pb::ScheduleFailResponse {
-                    header: Some(header),
-                    dead,
-                    runnable_at_ms: runnable_at.map_or(0, |t| t.0),
-                })
-            }
-            (other, _) => unexpected(Output::Schedule(other)),
-        }
+        };
+        let (failed, header) = self.call(fail).await?;
+        Ok(pb::ScheduleFailResponse {
+            header: Some(header),
+            dead: failed.dead,
+            runnable_at_ms: failed.runnable_at.map_or(0, |t| t.0),
+        })
     }
 }
 
-grpc_service! {
-    pb::scheduler_server::Scheduler {}
+service! {
+    pb::scheduler_server::Scheduler, SchedulerServer, "schedule" {}
     create(pb::ScheduleCreateRequest) -> pb::ScheduleResponse => schedule_create;
     get(pb::ScheduleIdRequest) -> pb::ScheduleResponse => schedule_get;
     list(pb::ScheduleListRequest) -> pb::ScheduleListResponse => schedule_list;

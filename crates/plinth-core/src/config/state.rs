@@ -11,7 +11,7 @@ use crate::limits::{
     CONFIG_KEYS_MAX, CONFIG_SCHEMA_BYTES_MAX, CONFIG_SERVICES_MAX, CONFIG_SNAPSHOT_BYTES_MAX,
 };
 use crate::names::check_name;
-use crate::{Ctx, Millis};
+use crate::{Ctx, Millis, Wake};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -298,7 +298,26 @@ impl ConfigState {
         }
     }
 
+    /// Applies a command; a new version wakes the watchers of its service.
     pub fn apply(
+        &mut self,
+        command: &ConfigCommand,
+        ctx: &mut Ctx,
+    ) -> Result<ConfigOutput, ConfigError> {
+        let out = self.apply_command(command, ctx)?;
+        if let ConfigOutput::Committed(_) = &out {
+            let service = match command {
+                ConfigCommand::Put(put) => &put.service,
+                ConfigCommand::Rollback(rollback) => &rollback.service,
+                ConfigCommand::SetSchema(set) => &set.service,
+                ConfigCommand::SetRetention(set) => &set.service,
+            };
+            ctx.wake(Wake::Config(service.clone()));
+        }
+        Ok(out)
+    }
+
+    fn apply_command(
         &mut self,
         command: &ConfigCommand,
         ctx: &mut Ctx,

@@ -9,7 +9,7 @@ use crate::limits::{
 };
 use crate::lock;
 use crate::names::check_name;
-use crate::{Ctx, FencingToken, LeaseId, Millis, Revision};
+use crate::{Ctx, FencingToken, LeaseId, Millis, Revision, Wake};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -141,6 +141,7 @@ impl LockState {
                 let lock = self.locks.get_mut(name).expect("holder found");
                 lock.holders.get_mut(token).expect("holder found").value = value.clone();
                 ctx.changed = true;
+                ctx.wake(Wake::Lock(name.clone()));
                 let info = self.hold_info(name, *token, leases, ctx.clock);
                 Ok((LockOutput::Proclaimed(info), None))
             }
@@ -156,6 +157,7 @@ impl LockState {
                         .remove(&(waiter.deadline, name.clone(), *ticket));
                     self.forget_if_unused(name);
                     ctx.changed = true;
+                    ctx.wake(Wake::Lock(name.clone()));
                     let out = LockOutput::Abandoned {
                         ticket: *ticket,
                         released: None,
@@ -189,6 +191,7 @@ impl LockState {
                     let lock = self.locks.get_mut(name).expect("listed above");
                     lock.waiters.retain(|w| w.ticket != *ticket);
                     self.forget_if_unused(name);
+                    ctx.wake(Wake::Lock(name.clone()));
                 }
                 ctx.changed |= !orphans.is_empty();
                 let out = LockOutput::AbandonedNode {
@@ -315,6 +318,7 @@ impl LockState {
         );
         self.by_lease.insert(lease.id, (name.to_owned(), token));
         ctx.changed = true;
+        ctx.wake(Wake::Lock(name.to_owned()));
         Ok(token)
     }
 
@@ -330,6 +334,7 @@ impl LockState {
             .expect("LK3: a held lease's lock exists");
         lock.holders.remove(&token);
         ctx.changed = true;
+        ctx.wake(Wake::Lock(name.clone()));
         self.promote(&name, leases, ctx);
         self.forget_if_unused(&name);
     }
@@ -364,8 +369,10 @@ impl LockState {
         }
     }
 
-    /// Drops every waiter whose deadline is at or before `clock`; returns how many.
-    pub fn expire_waiters(&mut self, clock: Millis) -> usize {
+    /// Drops every waiter whose deadline is at or before the clock, waking its call; returns
+    /// how many.
+    pub fn expire_waiters(&mut self, ctx: &mut Ctx) -> usize {
+        let clock = ctx.clock;
         let due: Vec<(Millis, String, Revision)> = self
             .by_deadline
             .iter()
@@ -381,6 +388,7 @@ impl LockState {
                 .expect("LK5: a waiter's lock exists");
             lock.waiters.retain(|w| w.ticket != *ticket);
             self.forget_if_unused(name);
+            ctx.wake(Wake::Lock(name.clone()));
         }
         due.len()
     }

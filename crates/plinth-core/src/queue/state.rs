@@ -14,7 +14,7 @@ use crate::limits::{
 };
 use crate::names::check_name;
 use crate::queue;
-use crate::{Ctx, Millis, Revision};
+use crate::{Ctx, Millis, Revision, Wake};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -236,7 +236,55 @@ impl QueueState {
         }
     }
 
+    /// Applies a command, and wakes the receives waiting on a queue where a message may now be
+    /// receivable: one sent to, given back to, acked in (which frees a FIFO group), redriven
+    /// into or deleted (its waiters learn it is gone), and the dead-letter queue a message may
+    /// have moved to.
     pub fn apply(
+        &mut self,
+        command: &QueueCommand,
+        ctx: &mut Ctx,
+    ) -> Result<QueueOutput, QueueError> {
+        let out = self.apply_command(command, ctx)?;
+        match command {
+            QueueCommand::Send(queue::Send { queue, .. })
+            | QueueCommand::Ack(queue::Ack { queue, .. })
+            | QueueCommand::AckAndReceive(queue::AckAndReceive { queue, .. })
+            | QueueCommand::Nack(queue::Nack { queue, .. })
+            | QueueCommand::ChangeVisibility(queue::ChangeVisibility { queue, .. })
+            | QueueCommand::Delete(queue::Delete { name: queue }) => self.wake(queue, ctx),
+            QueueCommand::Redrive(queue::Redrive { dlq, to, .. }) => match to {
+                Some(to) => self.wake(to, ctx),
+                None => {
+                    let sources: Vec<String> = self
+                        .queues
+                        .iter()
+                        .filter(|(_, q)| q.config.dead_letter_queue.as_ref() == Some(dlq))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for source in &sources {
+                        self.wake(source, ctx);
+                    }
+                }
+            },
+            QueueCommand::Create(_) | QueueCommand::Purge(_) | QueueCommand::Receive(_) => {}
+        }
+        Ok(out)
+    }
+
+    /// Wakes the receives waiting on `queue`, and on its dead-letter queue.
+    fn wake(&self, queue: &str, ctx: &mut Ctx) {
+        ctx.wake(Wake::Queue(queue.to_owned()));
+        if let Some(dlq) = self
+            .queues
+            .get(queue)
+            .and_then(|q| q.config.dead_letter_queue.as_ref())
+        {
+            ctx.wake(Wake::Queue(dlq.clone()));
+        }
+    }
+
+    fn apply_command(
         &mut self,
         command: &QueueCommand,
         ctx: &mut Ctx,
@@ -684,14 +732,16 @@ impl QueueState {
     }
 
     /// Runs the clock forward: delays end, visibility runs out, retention and dedup windows end.
-    /// Returns whether anything changed.
-    pub fn tick(&mut self, clock: Millis) -> bool {
+    /// Returns whether anything changed; wakes the receives on a queue whose messages moved.
+    pub fn tick(&mut self, ctx: &mut Ctx) -> bool {
+        let clock = ctx.clock;
         let mut changed = false;
         while let Some((until, queue, id)) = self.timers.first().cloned() {
             if until > clock {
                 break;
             }
             changed = true;
+            self.wake(&queue, ctx);
             match self.queues[&queue].messages[&id].place {
                 Place::Delayed { .. } => self.set_place(&queue, id, Place::Visible),
                 Place::InFlight { .. } => {
@@ -705,6 +755,8 @@ impl QueueState {
                 break;
             }
             changed = true;
+            // A FIFO group whose in-flight message is gone may go on.
+            self.wake(&queue, ctx);
             self.remove(&queue, id);
         }
         while let Some((expires, queue, dedup_id)) = self.dedup_expiry.first().cloned() {

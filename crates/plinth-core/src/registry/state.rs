@@ -13,7 +13,7 @@ use crate::limits::{
 };
 use crate::names::check_name;
 use crate::registry;
-use crate::{Ctx, LeaseId, Millis, Revision};
+use crate::{Ctx, LeaseId, Millis, Revision, Wake};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -306,6 +306,7 @@ impl RegistryState {
     fn push_event(&mut self, kind: RegistryEventKind, instance: InstanceInfo, ctx: &mut Ctx) {
         ctx.changed = true;
         let service = instance.service.clone();
+        ctx.wake(Wake::Registry(service.clone()));
         self.service_mut(&service).events.push_back(RegistryEvent {
             revision: ctx.revision,
             kind,

@@ -13,7 +13,7 @@ use crate::limits::{
 };
 use crate::names::check_name;
 use crate::schedule;
-use crate::{Ctx, FencingToken, Millis};
+use crate::{Ctx, FencingToken, Millis, Wake};
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,7 +248,29 @@ impl ScheduleState {
         }
     }
 
+    /// Applies a command; one after which a run may be claimable (a new or resumed schedule, a
+    /// manual run, a failed or completed run that frees its schedule) wakes the claims waiting
+    /// for one.
     pub fn apply(
+        &mut self,
+        command: &ScheduleCommand,
+        ctx: &mut Ctx,
+    ) -> Result<ScheduleOutput, ScheduleError> {
+        let out = self.apply_command(command, ctx)?;
+        if matches!(
+            command,
+            ScheduleCommand::Create(_)
+                | ScheduleCommand::Resume(_)
+                | ScheduleCommand::Trigger(_)
+                | ScheduleCommand::Complete(_)
+                | ScheduleCommand::Fail(_)
+        ) {
+            ctx.wake(Wake::Schedules);
+        }
+        Ok(out)
+    }
+
+    fn apply_command(
         &mut self,
         command: &ScheduleCommand,
         ctx: &mut Ctx,
