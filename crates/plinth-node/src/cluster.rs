@@ -10,7 +10,8 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use crate::error::NodeError;
-use crate::node::{Node, from_fatal, from_write_error};
+use crate::error::{from_fatal, from_write_error};
+use crate::node::Node;
 
 /// How long `transfer_leader` waits to see the new leader take over.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);

@@ -4,7 +4,10 @@
 //! [`plinth_core::Applied::result`], because they are outcomes of a committed command, the same on
 //! every replica. A `NodeError` says the command was not run (or its fate is unknown).
 
+use openraft::errors::{ClientWriteError, Fatal, ForwardToLeader};
 use plinth_core::{Revision, StateError};
+
+use crate::TypeConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -56,4 +59,35 @@ pub enum WatchError {
     /// The node shut down; the watcher should reconnect (to another node, or after a restart).
     #[error("the node is shutting down")]
     ShuttingDown,
+}
+
+pub(crate) fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
+    NodeError::NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.map(|n| n.addr),
+    }
+}
+
+pub(crate) fn from_write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => not_leader(f),
+        ClientWriteError::LogEntryDiscarded(f) => NodeError::Unavailable(format!(
+            "leadership changed before the write committed; it may or may not have been applied ({})",
+            not_leader(f)
+        )),
+        ClientWriteError::ChangeMembershipError(e) => {
+            NodeError::Refused(format!("the membership change was refused: {e}"))
+        }
+        ClientWriteError::PreconditionFailed(e) => NodeError::Unavailable(e.to_string()),
+    }
+}
+
+pub(crate) fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
+    match f {
+        Fatal::Stopped => NodeError::ShuttingDown,
+        Fatal::StorageError(e) => NodeError::Storage(e.to_string()),
+        Fatal::Panicked => {
+            NodeError::Unavailable("the raft core panicked; restart the node".to_owned())
+        }
+    }
 }

@@ -10,21 +10,28 @@
 //! public API names an openraft type, so the server above depends on plinth-node and plinth-core
 //! only, and an openraft upgrade stays inside this crate.
 //!
-//! Layout: `config` (what an operator sets), `backup` (backup files and restore), `log_store` (RaftLogStorage on the WAL),
-//! `state_machine` (RaftStateMachine on core, snapshots), `network` (the Raft transport between replicas), `cluster` (membership and its status),
-//! `node` (the handle: start, propose, read, status, shutdown), `watch` (event fan-out),
-//! `ticker` (the task that proposes `Tick` and `Refresh`), `error`.
+//! Layout: `config` (what an operator sets), `backup` (backup files and restore), `repair` (a
+//! damaged log, reported and cut), `log_store` (RaftLogStorage on the WAL), `state_machine`
+//! (RaftStateMachine on core, snapshots), `network` (the Raft transport between replicas),
+//! `cluster` (membership and its status), `node` (the handle: start, propose, read, wait,
+//! status, shutdown), `leadership` (forming or joining a cluster, leading, a new leader's
+//! duties), `snapshot_policy` (when to snapshot), `types` (status, a submitted write),
+//! `waiters` (the calls waiting on a resource, woken by what applies return), `watch` (event
+//! fan-out), `ticker` (the task that proposes `Tick` and a leader's duties), `error`.
 
 mod backup;
 mod cluster;
 mod config;
 mod error;
+mod leadership;
 mod log_store;
 mod network;
 mod node;
 mod repair;
+mod snapshot_policy;
 mod state_machine;
 mod ticker;
+mod types;
 mod waiters;
 mod watch;
 
@@ -38,9 +45,10 @@ pub use cluster::{ClusterStatus, Member, check_address};
 pub use config::NodeConfig;
 pub use error::{NodeError, WatchError};
 pub use network::{PeerServer, PeerService};
-pub use node::{Node, Status, Submitted};
+pub use node::Node;
 pub use plinth_wal::IdleSync;
 pub use repair::{RepairReport, repair};
+pub use types::{Status, Submitted};
 pub use watch::{WatchBatch, Watcher};
 
 /// The log payload: a core [`Request`]. A newtype only because openraft requires `Display` of its

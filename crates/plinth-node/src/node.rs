@@ -1,97 +1,55 @@
 //! Node: the replica handle — start (open storage, form or rejoin the cluster, become leader),
 //! propose, read, watch, status, shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{
-    ClientWriteError, Fatal, ForwardToLeader, InitializeError, LinearizableReadError, RaftError,
-};
+use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
-use openraft::raft::ClientWriteResult;
-use openraft::{BasicNode, ReadPolicy, ServerState};
+use openraft::{ReadPolicy, ServerState};
 use plinth_core::kv::KeySpan;
 use plinth_core::{Applied, Command, Millis, Request, Revision, State, Wake};
 
 use crate::config::NodeConfig;
-use crate::error::NodeError;
+use crate::error::{NodeError, from_fatal, not_leader};
 use crate::log_store::LogStore;
 use crate::network::{PeerNetwork, PeerServer, PeerService};
 use crate::state_machine::{SmShared, StateMachineStore};
 use crate::ticker::Ticker;
+use crate::types::{Status, Submitted};
 use crate::watch::Watcher;
-use crate::{LogRequest, Raft, TypeConfig};
-
-/// How long `start` waits for this node to win its election. A single node needs one election
-/// timeout (at most 300 ms); the margin covers a slow disk during recovery.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
-
-/// Marks a data directory whose node was told to join a cluster: until it has a log, it waits
-/// to be added instead of forming a cluster of its own.
-const JOINING_FILE: &str = "JOINING";
-
-/// How long a snapshot asked for may take to build before it is asked for again.
-const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
-
-/// A snapshot is due after this many `snapshot_logs_since_last` intervals whatever the log's
-/// bytes, or, for a larger state, after one entry for every `SNAPSHOT_BYTES_PER_ENTRY` bytes of
-/// the last snapshot.
-const SNAPSHOT_ENTRIES_FACTOR: u64 = 10;
-
-/// Replaying an entry at a restart costs about what encoding, writing and loading this many
-/// bytes of snapshot does, so the entries a restart replays stay in proportion to the state it
-/// loads: a 450 MB state is snapshotted every 1.8 million small entries, not every 100,000
-/// (which, at 18,000 lock operations a second, had re-encoded it every 5 s).
-const SNAPSHOT_BYTES_PER_ENTRY: u64 = 256;
+use crate::{LogRequest, Raft};
 
 /// A running replica. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<NodeInner>,
+    pub(crate) inner: Arc<NodeInner>,
 }
 
 pub(crate) struct NodeInner {
-    cfg: NodeConfig,
+    pub(crate) cfg: NodeConfig,
     /// Held while the node runs: two processes on one data directory would corrupt the log.
     /// The kernel releases it when the process dies, even by `kill -9`.
-    _data_dir_lock: std::fs::File,
-    raft: Raft,
-    log: LogStore,
-    sm: Arc<SmShared>,
+    pub(crate) _data_dir_lock: std::fs::File,
+    pub(crate) raft: Raft,
+    pub(crate) log: LogStore,
+    pub(crate) sm: Arc<SmShared>,
     /// The snapshot directory, where the peer service receives a snapshot sent by the leader.
-    snapshots: Arc<crate::state_machine::SnapshotDir>,
+    pub(crate) snapshots: Arc<crate::state_machine::SnapshotDir>,
     /// The largest stamp this node has put on a command, so stamps never go backwards even if
     /// the wall clock does.
-    last_stamp_ms: AtomicU64,
-    shutting_down: AtomicBool,
+    pub(crate) last_stamp_ms: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
     /// Whether this process has abandoned the lock waits its node's previous process left.
-    orphans_abandoned: AtomicBool,
+    pub(crate) orphans_abandoned: AtomicBool,
     /// The log's appended bytes when the last snapshot built was asked for.
-    snapshot_log_mark: AtomicU64,
+    pub(crate) snapshot_log_mark: AtomicU64,
     /// The applied index a snapshot was last asked for at, when, and the log's appended bytes
     /// then: until one at least that new is built, no other is asked for.
-    snapshot_pending: Mutex<Option<(u64, Instant, u64)>>,
-    ticker: Mutex<Option<Ticker>>,
-}
-
-/// A snapshot of the node's position, for health checks and metrics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub node_id: u64,
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    /// Index of the last entry in the log (the first entry, the initial membership, is index 0).
-    pub last_log_index: u64,
-    /// Index of the last entry applied to the state.
-    pub applied_index: u64,
-    pub revision: Revision,
-    pub wal_bytes: u64,
-    /// Data fsyncs of the write-ahead log since this node started.
-    pub wal_fsyncs: u64,
-    pub wal_segments: usize,
+    pub(crate) snapshot_pending: Mutex<Option<(u64, Instant, u64)>>,
+    pub(crate) ticker: Mutex<Option<Ticker>>,
 }
 
 impl Node {
@@ -176,72 +134,6 @@ impl Node {
         }
     }
 
-    /// Whether this node is a cluster of itself alone, which it leads from its first start. A
-    /// log decides by its membership (only this node in it), whatever the flags say now, so a
-    /// member restarted without `peers` or `join` stays a member. A pristine directory decides
-    /// by the configuration: no other peer, not told to join now, and never told to join
-    /// before (a node that was told once waits to be added even if restarted without it, so
-    /// it never becomes a cluster of its own with writes the real one would erase).
-    async fn alone(&self) -> Result<bool, NodeError> {
-        let raft = &self.inner.raft;
-        let cfg = &self.inner.cfg;
-        if raft.is_initialized().await.map_err(from_fatal)? {
-            let id = cfg.node_id;
-            return raft
-                .with_raft_state(move |s| {
-                    let members = s.membership_state.effective().membership();
-                    members.nodes().all(|(node, _)| *node == id)
-                })
-                .await
-                .map_err(from_fatal);
-        }
-        let marker = cfg.data_dir.join(JOINING_FILE);
-        if cfg.join {
-            std::fs::write(
-                &marker,
-                b"started with --join; waiting to be added to a cluster\n",
-            )
-            .map_err(|e| NodeError::Storage(format!("cannot write {}: {e}", marker.display())))?;
-            return Ok(false);
-        }
-        if marker.exists() {
-            tracing::info!("this node was told to join a cluster; it waits to be added");
-            return Ok(false);
-        }
-        Ok(cfg.alone())
-    }
-
-    /// In a cluster: initializes it from `peers` if this data directory is pristine (every
-    /// member does the same with the same list, which openraft makes safe), or waits to be
-    /// added if told to join. Returns at once: the election needs the other members, which
-    /// reach this node through the server that serves [`Node::peer_service`].
-    async fn join_cluster(&self) -> Result<(), NodeError> {
-        let raft = &self.inner.raft;
-        let cfg = &self.inner.cfg;
-        if cfg.join
-            || cfg.data_dir.join(JOINING_FILE).exists()
-            || raft.is_initialized().await.map_err(from_fatal)?
-        {
-            return Ok(());
-        }
-        let members: BTreeMap<u64, BasicNode> = cfg
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr)))
-            .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!(
-                node_id = cfg.node_id,
-                members = ?cfg.peers.keys().collect::<Vec<_>>(),
-                "initialized the cluster"
-            ),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(RaftError::APIError(e)) => return Err(NodeError::Config(e.to_string())),
-            Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
-        }
-        Ok(())
-    }
-
     /// A lazily connected channel to the member at `addr`, as the Raft messages use: how the
     /// server forwards a call to the leader.
     pub fn member_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
@@ -258,55 +150,6 @@ impl Node {
         })
         .max_decoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(crate::network::PEER_MESSAGE_BYTES_MAX)
-    }
-
-    /// Initializes the cluster if the log is pristine, waits to be leader, catches up, and runs
-    /// what a new leader owes the leases. Returns the term it leads in.
-    async fn become_leader(&self) -> Result<u64, NodeError> {
-        let raft = &self.inner.raft;
-        let id = self.inner.cfg.node_id;
-        if !raft.is_initialized().await.map_err(from_fatal)? {
-            let members = BTreeMap::from([(id, BasicNode::new(&self.inner.cfg.advertise_addr))]);
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(node_id = id, "initialized a single-member cluster"),
-                // Already initialized: what we wanted.
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(RaftError::APIError(e)) => return Err(NodeError::Unavailable(e.to_string())),
-                Err(RaftError::Fatal(f)) => return Err(from_fatal(f)),
-            }
-        }
-        let metrics = raft
-            .wait(Some(LEADER_WAIT))
-            .metrics(
-                |m| m.state == ServerState::Leader && m.current_leader == Some(id),
-                "become leader",
-            )
-            .await
-            .map_err(|e| NodeError::Unavailable(format!("node {id} did not become leader: {e}")))?;
-        self.leadership_began().await?;
-        tracing::info!(node_id = id, term = metrics.current_term, "leading");
-        Ok(metrics.current_term)
-    }
-
-    /// Does what a node owes the state when it starts to lead (`State::leadership_duties`:
-    /// abandoning the lock waits no call waits for, refreshing the leases), once its state has
-    /// caught up with every committed entry.
-    pub(crate) async fn leadership_began(&self) -> Result<(), NodeError> {
-        self.barrier().await?;
-        let first = !self.inner.orphans_abandoned.load(Ordering::Acquire);
-        let duties = self
-            .inner
-            .sm
-            .read()
-            .state
-            .leadership_duties(self.inner.cfg.node_id, first);
-        for command in duties {
-            let duty = format!("{command:?}");
-            self.propose(command).await?;
-            tracing::info!(%duty, "done a new leader's duty");
-        }
-        self.inner.orphans_abandoned.store(true, Ordering::Release);
-        Ok(())
     }
 
     /// Proposes `command` and returns once it is applied. A deterministic refusal by the state
@@ -382,7 +225,7 @@ impl Node {
     }
 
     /// Waits until the state reflects every entry committed before now (read index).
-    async fn barrier(&self) -> Result<(), NodeError> {
+    pub(crate) async fn barrier(&self) -> Result<(), NodeError> {
         let linearizer = match self
             .inner
             .raft
@@ -457,66 +300,6 @@ impl Node {
             wal_bytes: wal.size_bytes(),
             wal_fsyncs: wal.fsync_count(),
             wal_segments: wal.segment_count(),
-        }
-    }
-
-    /// Triggers a snapshot if one is due: at least `snapshot_logs_since_last` entries applied
-    /// since the last, and a log at least as large as it (see [`NodeConfig`]). The ticker asks
-    /// this on every replica, leader or not.
-    pub(crate) async fn maybe_snapshot(&self) {
-        let (applied, last) = {
-            let metrics = self.inner.raft.metrics();
-            let m = metrics.borrow_watched();
-            (
-                m.last_applied.map_or(0, |l| l.index),
-                m.snapshot.map_or(0, |l| l.index + 1),
-            )
-        };
-        let entries = applied.saturating_sub(last);
-        if entries < self.inner.cfg.snapshot_logs_since_last {
-            return;
-        }
-        let appended = self.inner.log.appended_bytes();
-        {
-            let mut pending = self
-                .inner
-                .snapshot_pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some((index, asked_at, appended_then)) = *pending {
-                if last > index {
-                    // Built: the log it lets go of is what had been appended when it was asked.
-                    self.inner
-                        .snapshot_log_mark
-                        .store(appended_then, Ordering::Relaxed);
-                    *pending = None;
-                } else if asked_at.elapsed() < SNAPSHOT_RETRY {
-                    // Asked for and not built yet (openraft ignores a second ask meanwhile); a
-                    // build that failed is asked for again after a while.
-                    return;
-                }
-            }
-        }
-        let since = appended.saturating_sub(self.inner.snapshot_log_mark.load(Ordering::Relaxed));
-        let due = snapshot_due(
-            entries,
-            since,
-            self.inner.sm.snapshot_bytes() as u64,
-            self.inner.cfg.snapshot_logs_since_last,
-        );
-        if !due {
-            return;
-        }
-        match self.inner.raft.trigger().snapshot().await {
-            Ok(()) => {
-                *self
-                    .inner
-                    .snapshot_pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) =
-                    Some((applied, Instant::now(), appended));
-            }
-            Err(e) => tracing::warn!(error = %e, "could not trigger a snapshot"),
         }
     }
 
@@ -631,87 +414,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(crate) fn not_leader(f: ForwardToLeader<TypeConfig>) -> NodeError {
-    NodeError::NotLeader {
-        leader_id: f.leader_id,
-        leader_addr: f.leader_node.map(|n| n.addr),
-    }
-}
-
-/// The answer to a write handed to the log by [`Node::submit`].
-pub struct Submitted {
-    answer: tokio::sync::oneshot::Receiver<ClientWriteResult<TypeConfig>>,
-    raft: Raft,
-}
-
-impl Submitted {
-    /// Waits until the write is applied (or refused) and answers what it did. A second call
-    /// has nothing left to wait for and says so.
-    pub async fn outcome(&mut self) -> Result<Applied, NodeError> {
-        if self.answer.is_terminated() {
-            return Err(NodeError::Unavailable(
-                "this write's outcome was already taken".to_owned(),
-            ));
-        }
-        match (&mut self.answer).await {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(e)) => Err(from_write_error(e)),
-            Err(_) => Err(core_stop_error(&self.raft).await),
-        }
-    }
-}
-
-/// How long a write dropped unanswered waits for the raft core to report why it stopped.
-const CORE_STOP_WAIT: Duration = Duration::from_secs(1);
-
-/// Why the raft core dropped a write unanswered: the fatal error it stopped with, as its metrics
-/// report it. A core task that ended without reporting one panicked.
-async fn core_stop_error(raft: &Raft) -> NodeError {
-    let mut metrics = raft.metrics();
-    let stopped = tokio::time::timeout(CORE_STOP_WAIT, async move {
-        loop {
-            if let Err(fatal) = &metrics.borrow_watched().running_state {
-                return fatal.clone();
-            }
-            if metrics.changed().await.is_err() {
-                return Fatal::Panicked;
-            }
-        }
-    })
-    .await;
-    match stopped {
-        Ok(fatal) => from_fatal(fatal),
-        Err(_) => NodeError::Unavailable(
-            "the write was dropped without an answer; it may or may not have been applied"
-                .to_owned(),
-        ),
-    }
-}
-
-pub(crate) fn from_write_error(e: ClientWriteError<TypeConfig>) -> NodeError {
-    match e {
-        ClientWriteError::ForwardToLeader(f) => not_leader(f),
-        ClientWriteError::LogEntryDiscarded(f) => NodeError::Unavailable(format!(
-            "leadership changed before the write committed; it may or may not have been applied ({})",
-            not_leader(f)
-        )),
-        ClientWriteError::ChangeMembershipError(e) => {
-            NodeError::Refused(format!("the membership change was refused: {e}"))
-        }
-        ClientWriteError::PreconditionFailed(e) => NodeError::Unavailable(e.to_string()),
-    }
-}
-
-pub(crate) fn from_fatal(f: Fatal<TypeConfig>) -> NodeError {
-    match f {
-        Fatal::Stopped => NodeError::ShuttingDown,
-        Fatal::StorageError(e) => NodeError::Storage(e.to_string()),
-        Fatal::Panicked => {
-            NodeError::Unavailable("the raft core panicked; restart the node".to_owned())
-        }
-    }
-}
-
 /// Takes the exclusive lock on `<data_dir>/LOCK`, refusing to start if another process holds it.
 pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
     let path = data_dir.join("LOCK");
@@ -731,40 +433,5 @@ pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File,
             "cannot lock {}: {e}",
             path.display()
         ))),
-    }
-}
-
-/// Whether a snapshot is due, `entries` entries (at least `interval`) and `log_bytes` bytes of log
-/// after a snapshot of `snapshot_bytes`: once the log is as large as the snapshot, or past a
-/// number of entries whatever the bytes. A large state changed by small commands must not let
-/// the log (and a restart's replay) grow without bound in entries; the number grows with the
-/// state, whose every snapshot costs more.
-fn snapshot_due(entries: u64, log_bytes: u64, snapshot_bytes: u64, interval: u64) -> bool {
-    let overdue = entries
-        >= interval
-            .saturating_mul(SNAPSHOT_ENTRIES_FACTOR)
-            .max(snapshot_bytes / SNAPSHOT_BYTES_PER_ENTRY);
-    log_bytes >= snapshot_bytes || overdue
-}
-
-#[cfg(test)]
-mod tests {
-    use super::snapshot_due;
-
-    const MB: u64 = 1 << 20;
-
-    #[test]
-    fn a_snapshot_is_due_when_the_log_is_as_large_as_it_or_the_entries_are_many_for_its_size() {
-        // A small state: the log's bytes decide, and past ten intervals the entries do.
-        assert!(!snapshot_due(10_000, MB / 2, MB, 10_000));
-        assert!(snapshot_due(10_000, MB, MB, 10_000));
-        assert!(snapshot_due(100_000, 0, MB, 10_000));
-        // A 450 MB state changed by small commands: not every 100,000 entries, but every
-        // 1.8 million (one for every 256 bytes of it).
-        let large = 450 * MB;
-        assert!(!snapshot_due(100_000, 15 * MB, large, 10_000));
-        assert!(!snapshot_due(1_800_000, 270 * MB, large, 10_000));
-        assert!(snapshot_due(1_850_000, 277 * MB, large, 10_000));
-        assert!(snapshot_due(200_000, large, large, 10_000));
     }
 }
