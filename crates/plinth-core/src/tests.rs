@@ -14,7 +14,7 @@ use crate::queue;
 use crate::queue::{NewMessage, QueueCommand, QueueConfig, Receipt};
 use crate::registry;
 use crate::registry::{RegistryCommand, Status};
-use crate::schedule;
+use crate::schedule::{self, Misfire, Overlap, Policy, RunId, Spec};
 use crate::{Command, FencingToken, LeaseId, Millis, Output, Request, Revision, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -120,7 +120,49 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (1u64..6).prop_map(|to_version| Command::Config(ConfigCommand::Rollback(config::Rollback {
             service: "cfg".into(), to_version, expected_version: None,
         }))),
+        1 => (schedule_id(), 1u64..4, 1u64..4, 0usize..3, 0usize..3).prop_map(|(id, every, timeout, overlap, misfire)| schedule::Create {
+            spec: if id == "s1" {
+                Spec::Every { interval_ms: every * 1_000 }
+            } else {
+                Spec::Cron { expr: "*/2 * * * * *".into(), tz: "Europe/Paris".into() }
+            },
+            id: id.into(),
+            job: b"{}".to_vec(),
+            policy: Policy {
+                max_attempts: 2,
+                backoff_ms: 300,
+                timeout_ms: timeout * 1_000,
+                overlap: [Overlap::Allow, Overlap::Skip, Overlap::Queue][overlap],
+                misfire: [Misfire::RunOnce, Misfire::RunAll, Misfire::Skip][misfire],
+                misfire_grace_ms: 1_000,
+            },
+        }.into()),
+        2 => (1u32..3, any::<bool>()).prop_map(|(max, only_s1)| schedule::Claim {
+            worker: "w".into(), max, schedules: if only_s1 { vec!["s1".into()] } else { Vec::new() },
+        }.into()),
+        2 => (schedule_id(), 1u64..60, 1u64..200, 0u8..3).prop_map(|(id, fire, token, act)| {
+            let run = RunId { schedule: id.into(), fire_time: Millis(fire * 1_000) };
+            let token = FencingToken(token);
+            match act {
+                0 => schedule::Heartbeat { run, token }.into(),
+                1 => schedule::Complete { run, token, result: b"ok".to_vec() }.into(),
+                _ => schedule::Fail { run, token, error: "e".into() }.into(),
+            }
+        }),
+        1 => (schedule_id(), 0u8..4).prop_map(|(id, act)| {
+            let id = id.to_owned();
+            match act {
+                0 => schedule::Pause { id }.into(),
+                1 => schedule::Resume { id }.into(),
+                2 => schedule::Trigger { id }.into(),
+                _ => schedule::Cancel { id }.into(),
+            }
+        }),
     ]
+}
+
+fn schedule_id() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["s1", "s2"])
 }
 
 /// A log: commands with stamps that mostly advance and sometimes step back (a new leader whose
@@ -292,7 +334,7 @@ fn a_snapshot_sink_that_fails_ends_the_encoding_with_its_own_error() {
 /// One command of every kind, each field set, as the log holds them. The log and its entries
 /// outlive any build: a command must encode the same bytes in every version that can read it.
 fn one_of_each_command() -> Vec<Command> {
-    use crate::schedule::{Misfire, Overlap, Policy, RunId, ScheduleCommand, Spec};
+    use crate::schedule::ScheduleCommand;
     let run = RunId {
         schedule: "s".into(),
         fire_time: Millis(60_000),

@@ -665,3 +665,185 @@ proptest! {
         }
     }
 }
+
+/// A step of the claim model test.
+#[derive(Clone, Debug)]
+enum Step {
+    /// The clock moves on by this many ms and a tick is applied.
+    Advance(u64),
+    /// A worker claims up to this many runs.
+    Claim(u32),
+    /// A manual run of the schedule.
+    Trigger,
+    /// Heartbeat, complete or fail, presenting the token of one of the claims seen so far
+    /// (picked by this number, modulo how many there are): live, stale or finished.
+    Heartbeat(usize),
+    Complete(usize),
+    Fail(usize),
+    /// The state goes through its snapshot encoding and back.
+    Restore,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u64..2_500).prop_map(Step::Advance),
+        4 => (1u32..4).prop_map(Step::Claim),
+        1 => Just(Step::Trigger),
+        2 => any::<usize>().prop_map(Step::Heartbeat),
+        3 => any::<usize>().prop_map(Step::Complete),
+        3 => any::<usize>().prop_map(Step::Fail),
+        1 => Just(Step::Restore),
+    ]
+}
+
+/// What the model knows of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Runnable once its backoff ends, at this attempt.
+    Pending { attempt: u32 },
+    Claimed {
+        token: FencingToken,
+        until: Millis,
+        attempt: u32,
+    },
+    /// Completed or dead: never claimed again.
+    Finished,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Claims, heartbeats, completions, failures and expiries against a model: a run is claimed
+    /// only while pending, with the attempt the model expects and a token above its every
+    /// earlier one; only a run's live claim (its latest token, before its lease ends) may
+    /// heartbeat, complete or fail it, and a refused act changes nothing; an expired or failed
+    /// claim comes back with the next attempt until the last, then the run is dead; a finished
+    /// run is never claimed again; each fire time is one run. Invariants after every step.
+    #[test]
+    fn claims_follow_the_model_through_expiry_retry_and_death(
+        steps in prop::collection::vec(step(), 1..80),
+        backoff_ms in prop_oneof![Just(0u64), 200u64..1_500],
+    ) {
+        const MAX_ATTEMPTS: u32 = 3;
+        let policy = Policy {
+            max_attempts: MAX_ATTEMPTS,
+            backoff_ms,
+            timeout_ms: SECOND,
+            misfire_grace_ms: 12 * HOUR,
+            ..policy()
+        };
+        let mut s = State::default();
+        let mut now = 1_000_000u64;
+        run(&mut s, now, create("s", Spec::Every { interval_ms: 2 * SECOND }, policy));
+        let mut model: std::collections::BTreeMap<RunId, Seen> = Default::default();
+        let mut tokens: std::collections::BTreeMap<RunId, FencingToken> = Default::default();
+        // Every claim handed out, to present its token again later.
+        let mut claims: Vec<(RunId, FencingToken)> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Advance(ms) => {
+                    now += ms;
+                    run(&mut s, now, Command::Tick);
+                    for seen in model.values_mut() {
+                        if let Seen::Claimed { until, attempt, .. } = *seen && until.0 <= now {
+                            *seen = if attempt >= MAX_ATTEMPTS {
+                                Seen::Finished
+                            } else {
+                                Seen::Pending { attempt: attempt + 1 }
+                            };
+                        }
+                    }
+                }
+                Step::Claim(max) => {
+                    let applied = run(&mut s, now, claim(max));
+                    for c in claimed(&applied) {
+                        let expected = match model.get(&c.run) {
+                            None => 1,
+                            Some(Seen::Pending { attempt }) => *attempt,
+                            Some(other) => {
+                                return Err(TestCaseError::fail(format!("{} claimed while {other:?}", c.run)));
+                            }
+                        };
+                        prop_assert_eq!(c.attempt, expected, "{}", c.run);
+                        prop_assert!(c.attempt <= MAX_ATTEMPTS);
+                        if let Some(earlier) = tokens.get(&c.run) {
+                            prop_assert!(c.token > *earlier, "{} token {} after {}", c.run, c.token, earlier);
+                        }
+                        prop_assert!(c.until.0 > now);
+                        tokens.insert(c.run.clone(), c.token);
+                        model.insert(c.run.clone(), Seen::Claimed { token: c.token, until: c.until, attempt: c.attempt });
+                        claims.push((c.run, c.token));
+                    }
+                }
+                Step::Trigger => {
+                    run(&mut s, now, Command::from(schedule::Trigger { id: "s".into() }));
+                }
+                Step::Heartbeat(k) | Step::Complete(k) | Step::Fail(k) => {
+                    if claims.is_empty() {
+                        continue;
+                    }
+                    let (run_id, token) = claims[k % claims.len()].clone();
+                    let live = matches!(
+                        model.get(&run_id),
+                        Some(Seen::Claimed { token: held, until, .. }) if *held == token && until.0 > now
+                    );
+                    let command: Command = match step {
+                        Step::Heartbeat(_) => schedule::Heartbeat { run: run_id.clone(), token }.into(),
+                        Step::Complete(_) => schedule::Complete { run: run_id.clone(), token, result: Vec::new() }.into(),
+                        _ => schedule::Fail { run: run_id.clone(), token, error: "e".into() }.into(),
+                    };
+                    let mut before = s.clone();
+                    let applied = run(&mut s, now, command);
+                    if !live {
+                        prop_assert!(
+                            matches!(schedule_error(&applied), ScheduleError::StaleClaim { .. }),
+                            "{:?} with a stale token of {} answered {:?}", step, run_id, applied.result
+                        );
+                        before.advance_clock(Millis(now));
+                        prop_assert_eq!(&s, &before, "a refused act changed the state");
+                        continue;
+                    }
+                    let Some(Seen::Claimed { attempt, .. }) = model.get(&run_id).copied() else {
+                        unreachable!("live")
+                    };
+                    let result = applied.result.clone().expect("a live claim's act succeeds");
+                    match step {
+                        Step::Heartbeat(_) => {
+                            let until = <schedule::Heartbeat as crate::Call>::output(result);
+                            prop_assert!(until.0 > now);
+                            model.insert(run_id, Seen::Claimed { token, until, attempt });
+                        }
+                        Step::Complete(_) => {
+                            model.insert(run_id, Seen::Finished);
+                        }
+                        _ => {
+                            let failed = <schedule::Fail as crate::Call>::output(result);
+                            prop_assert_eq!(failed.dead, attempt >= MAX_ATTEMPTS);
+                            let next = if failed.dead { Seen::Finished } else { Seen::Pending { attempt: attempt + 1 } };
+                            model.insert(run_id, next);
+                        }
+                    }
+                }
+                Step::Restore => {
+                    let restored = State::from_snapshot(&s.to_snapshot()).expect("loads");
+                    prop_assert_eq!(&restored, &s);
+                    s = restored;
+                }
+            }
+            // Each fire time is one run; the finished ones are those the model finished.
+            let runs = s.schedules().runs("s");
+            let mut ids: Vec<&RunId> = runs.iter().map(|r| &r.id).collect();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), runs.len(), "a fire time made twice");
+            for r in &runs {
+                if let Some(seen) = model.get(&r.id) {
+                    prop_assert_eq!(
+                        r.state.is_finished(),
+                        *seen == Seen::Finished,
+                        "{} is {:?} but the model has {:?}", r.id, r.state, seen
+                    );
+                }
+            }
+        }
+    }
+}
