@@ -69,7 +69,7 @@ pub fn decode_text<T: DeserializeOwned + Serialize>(text: &[u8]) -> Result<T, De
 /// `x_b64`, is refused naming it.
 pub fn decode<T: DeserializeOwned + Serialize>(mut value: Value) -> Result<T, DecodeError> {
     lift_b64(&mut value, "")?;
-    let message: T = serde_json::from_value(value.clone()).map_err(|e| {
+    let message = T::deserialize(&value).map_err(|e| {
         DecodeError::body(format!(
             "request body does not match the request message: {e}"
         ))
