@@ -3,13 +3,9 @@
 
 mod common;
 
-use common::{Server, retry};
+use common::{Server, client, retry};
 use plinth_client::{Client, Code, WatchOptions, pb};
 use std::time::{Duration, Instant};
-
-async fn client(server: &Server) -> Client {
-    Client::connect(server.endpoint()).await.expect("connect")
-}
 
 #[tokio::test]
 async fn put_get_range_delete_and_txn_through_the_sdk() {

@@ -4,13 +4,9 @@
 
 mod common;
 
-use common::Server;
-use plinth_client::{Client, Code, pb};
+use common::{Server, client};
+use plinth_client::{Code, pb};
 use std::time::Duration;
-
-async fn client(server: &Server) -> Client {
-    Client::connect(server.endpoint()).await.expect("connect")
-}
 
 /// Bug 7: a watch from a revision the store has not reached answered with that future revision
 /// in its header. Every reply's header carries a revision the store is at.

@@ -4,16 +4,12 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, client, eventually};
 use plinth_client::{Client, Code, LockOptions, Lost};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-async fn client(server: &Server) -> Client {
-    Client::connect(server.endpoint()).await.expect("connect")
-}
 
 async fn revision(c: &Client) -> u64 {
     c.status().await.unwrap().revision

@@ -3,16 +3,12 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, client, eventually};
 use plinth_client::{Client, Code, ConsumerOptions, pb};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-async fn client(server: &Server) -> Client {
-    Client::connect(server.endpoint()).await.expect("connect")
-}
 
 /// One failure in ten, decided by the body and the attempt, so runs are reproducible.
 fn fails(body: &[u8], receive_count: u32) -> bool {

@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::{Server, eventually};
+use common::{Server, client, eventually};
 use plinth_client::{Client, Code, WorkerOptions, pb};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-async fn client(server: &Server) -> Client {
-    Client::connect(server.endpoint()).await.expect("connect")
-}
 
 const SCHEDULES: usize = 50;
 const WORKERS: usize = 4;

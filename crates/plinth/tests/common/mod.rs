@@ -90,13 +90,15 @@ impl Server {
         env!("CARGO_BIN_EXE_plinth")
     }
 
-    fn spawn(&mut self) {
+    /// Starts `plinth serve` on this server's data directory, address, flags and environment,
+    /// its stderr appended to the log.
+    fn serve(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut child = Command::new(Self::binary())
+        Command::new(Self::binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -108,7 +110,11 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("spawn plinth");
+            .expect("spawn plinth")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self.serve();
         let Some(line) = serving_line(&mut child) else {
             panic!("plinth did not start; its log:\n{}", self.log_text());
         };
@@ -183,24 +189,7 @@ impl Server {
     /// how the process exited and its log.
     pub fn restart_failing(&mut self) -> (std::process::ExitStatus, String) {
         assert!(self.child.is_none(), "stop or kill the server first");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut child = Command::new(Self::binary())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(&self.addr)
-            .args(&self.flags)
-            .env("PLINTH_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn plinth");
+        let mut child = self.serve();
         if let Some(line) = serving_line(&mut child) {
             self.child = Some(child);
             panic!("plinth started ({line}); its log:\n{}", self.log_text());
@@ -277,6 +266,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// An SDK client connected to `server`.
+pub async fn client(server: &Server) -> plinth_client::Client {
+    plinth_client::Client::connect(server.endpoint())
+        .await
+        .expect("connect")
 }
 
 /// Retries an async call while the server is restarting.
