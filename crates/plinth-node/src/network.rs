@@ -63,6 +63,18 @@ fn fitting_prefix(sizes: &[usize], limit: usize) -> usize {
     fit.max(1).min(sizes.len())
 }
 
+/// How long an append of `bytes` may take: openraft's deadline (a heartbeat interval, made for
+/// an append of small entries) and time to move the bytes. Without the second, an append of a
+/// few large commands could never finish in time and replication to every follower stopped at
+/// it, timing out again and again.
+fn append_ttl(ttl: Duration, bytes: usize) -> Duration {
+    ttl + APPEND_TIME_PER_MIB * u32::try_from(bytes >> 20).unwrap_or(u32::MAX)
+}
+
+/// The time an append is allowed for each MiB it carries: 10 MB/s, far below what any link or
+/// disk between members does, so that only a member that is truly stuck times out.
+const APPEND_TIME_PER_MIB: Duration = Duration::from_millis(100);
+
 /// Hands out a [`PeerClient`] per target; openraft keeps one per replication stream.
 pub(crate) struct PeerNetwork {
     /// Where connections to peers start from (`NodeConfig::source_ip`).
@@ -161,9 +173,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let payload = encode(&rpc).map_err(RPCError::Network)?;
         if payload.len() <= APPEND_BYTES_MAX {
-            return self
-                .send(Rpc::AppendEntries, payload, option.hard_ttl())
-                .await;
+            let ttl = append_ttl(option.hard_ttl(), payload.len());
+            return self.send(Rpc::AppendEntries, payload, ttl).await;
         }
         // Too large for one message (a batch of large commands): send the entries that fit,
         // and tell openraft how far they reached; it sends the rest next.
@@ -183,15 +194,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             of = sizes.len(),
             "append split by size"
         );
-        Ok(
-            match self
-                .send(Rpc::AppendEntries, payload, option.hard_ttl())
-                .await?
-            {
-                AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(sent_up_to),
-                other => other,
-            },
-        )
+        let ttl = append_ttl(option.hard_ttl(), payload.len());
+        Ok(match self.send(Rpc::AppendEntries, payload, ttl).await? {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(sent_up_to),
+            other => other,
+        })
     }
 
     async fn vote(
@@ -422,7 +429,15 @@ impl pb::peer_server::Peer for PeerService {
 
 #[cfg(test)]
 mod tests {
-    use super::fitting_prefix;
+    use super::{append_ttl, fitting_prefix};
+    use std::time::Duration;
+
+    #[test]
+    fn an_append_has_time_for_its_bytes_beside_the_heartbeat_deadline() {
+        let beat = Duration::from_millis(50);
+        assert_eq!(append_ttl(beat, 300), beat);
+        assert_eq!(append_ttl(beat, 16 << 20), Duration::from_millis(1_650));
+    }
 
     #[test]
     fn an_append_too_large_is_cut_to_the_entries_that_fit_and_never_to_none() {

@@ -986,3 +986,80 @@ async fn a_member_with_a_damaged_log_rejoins_empty_and_catches_up() {
     cluster.leader(Duration::from_secs(20)).await;
     common::retry(|| client.put("after-failover", "y")).await;
 }
+
+/// Commands near the largest a log entry may hold, proposed together: openraft batches them
+/// into one append, which is cut by bytes so that no message between replicas is over its
+/// limit (two commands' worth), and every follower ends up with all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_commands_in_flight_together_replicate_in_appends_cut_by_bytes() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let client = Client::connect_lazy(cluster.replica(leader).endpoint()).unwrap();
+    // Fifteen values of 1 MiB in one txn: about 15 MiB, under the 16 MiB a command may be.
+    let txn = |n: u8| pb::TxnRequest {
+        compares: Vec::new(),
+        success: (0..15u8)
+            .map(|i| pb::RequestOp {
+                request: Some(pb::request_op::Request::Put(pb::PutRequest {
+                    key: format!("big/{n}/{i}").into_bytes(),
+                    value: vec![n; 1 << 20],
+                    lease: 0,
+                })),
+            })
+            .collect(),
+        failure: Vec::new(),
+    };
+    let writes: Vec<_> = (0..4u8)
+        .map(|n| {
+            let client = client.clone();
+            let txn = txn(n);
+            tokio::spawn(async move { client.txn(txn).await })
+        })
+        .collect();
+    for write in writes {
+        assert!(
+            write
+                .await
+                .unwrap()
+                .expect("a 15 MiB txn commits")
+                .succeeded
+        );
+    }
+    for r in &cluster.replicas {
+        let mut kv = pb::kv_client::KvClient::connect(r.endpoint())
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20);
+        common::eventually(
+            Duration::from_secs(30),
+            "a follower holds every value",
+            || {
+                let mut kv = kv.clone();
+                async move {
+                    let request = pb::RangeRequest {
+                        key: b"big/".to_vec(),
+                        prefix: true,
+                        serializable: true,
+                        count_only: true,
+                        ..Default::default()
+                    };
+                    kv.range(request)
+                        .await
+                        .is_ok_and(|r| r.into_inner().count == 60)
+                }
+            },
+        )
+        .await;
+        let got = kv
+            .get(pb::GetRequest {
+                key: b"big/3/14".to_vec(),
+                serializable: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.kv.unwrap().value, vec![3u8; 1 << 20], "node {}", r.id);
+    }
+    let log = cluster.logs();
+    assert!(!log.contains("message length too large"), "{log}");
+}
