@@ -22,6 +22,9 @@ pub const RANGE_LIMIT_MAX: usize = 10_000;
 pub const TXN_COMPARES_MAX: usize = 128;
 /// Operations in one branch of a Txn.
 pub const TXN_OPS_MAX: usize = 128;
+/// A lease id a caller chooses is 1..=2^63-1 (etcd's are signed 64-bit); the ids the state
+/// machine hands out count up from the largest seen, so they never wrap.
+pub const LEASE_ID_MAX: u64 = i64::MAX as u64;
 /// A lease lives at least this long; shorter would expire between two ticks.
 pub const LEASE_TTL_MS_MIN: u64 = 500;
 /// A lease lives at most a week per grant or keep-alive.

@@ -1,6 +1,6 @@
 //! Every refusal of the lease primitive, with the values that caused it.
 
-use crate::limits::{LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LEASES_MAX};
+use crate::limits::{LEASE_ID_MAX, LEASE_TTL_MS_MAX, LEASE_TTL_MS_MIN, LEASES_MAX};
 use crate::{ErrorCode, LeaseId};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,8 @@ pub enum LeaseError {
     AlreadyExists { id: LeaseId },
     #[error("lease id 0 is reserved for 'no lease'")]
     IdZero,
+    #[error("lease id {id} is over the largest a caller may choose, {LEASE_ID_MAX}")]
+    IdTooLarge { id: LeaseId },
     #[error("{LEASES_MAX} leases are alive; the limit is {LEASES_MAX}")]
     TooManyLeases,
 }
@@ -23,9 +25,10 @@ pub enum LeaseError {
 impl LeaseError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            LeaseError::TtlTooShort { .. } | LeaseError::TtlTooLong { .. } | LeaseError::IdZero => {
-                ErrorCode::InvalidArgument
-            }
+            LeaseError::TtlTooShort { .. }
+            | LeaseError::TtlTooLong { .. }
+            | LeaseError::IdZero
+            | LeaseError::IdTooLarge { .. } => ErrorCode::InvalidArgument,
             LeaseError::NotFound { .. } => ErrorCode::NotFound,
             LeaseError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             LeaseError::TooManyLeases => ErrorCode::ResourceExhausted,
@@ -36,9 +39,10 @@ impl LeaseError {
     pub fn field(&self) -> &'static str {
         match self {
             LeaseError::TtlTooShort { .. } | LeaseError::TtlTooLong { .. } => "ttl",
-            LeaseError::NotFound { .. } | LeaseError::AlreadyExists { .. } | LeaseError::IdZero => {
-                "id"
-            }
+            LeaseError::NotFound { .. }
+            | LeaseError::AlreadyExists { .. }
+            | LeaseError::IdZero
+            | LeaseError::IdTooLarge { .. } => "id",
             LeaseError::TooManyLeases => "leases",
         }
     }

@@ -3,7 +3,7 @@
 use super::error::check_ttl;
 use super::{LeaseCommand, LeaseError, LeaseInfo, LeaseOutput};
 use crate::lease;
-use crate::limits::LEASES_MAX;
+use crate::limits::{LEASE_ID_MAX, LEASES_MAX};
 use crate::{LeaseId, Millis};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +34,9 @@ impl LeaseState {
                     if id.0 == 0 {
                         return Err(LeaseError::IdZero);
                     }
+                    if id.0 > LEASE_ID_MAX {
+                        return Err(LeaseError::IdTooLarge { id: *id });
+                    }
                     if self.leases.contains_key(id) {
                         return Err(LeaseError::AlreadyExists { id: *id });
                     }
@@ -60,7 +63,11 @@ impl LeaseState {
                     Some(id) => *id,
                     None => self.free_id(),
                 };
-                self.next_id = self.next_id.max(id.0 + 1);
+                debug_assert!(
+                    !self.leases.contains_key(&id),
+                    "L1: lease {id} granted twice"
+                );
+                self.next_id = self.next_id.max(id.0.saturating_add(1));
                 let deadline = Millis(clock.0.saturating_add(*ttl_ms));
                 self.leases.insert(
                     id,
@@ -213,6 +220,8 @@ impl LeaseState {
         );
     }
 
+    /// The id of a lease the caller did not name: the next above every id seen. A caller's id
+    /// is at most `LEASE_ID_MAX`, so counting up from it cannot wrap in any number of grants.
     fn free_id(&self) -> LeaseId {
         // Ids start at 1: 0 means "no lease" on the wire.
         LeaseId(self.next_id.max(1))

@@ -156,3 +156,38 @@ fn granted(out: Result<LeaseOutput, LeaseError>) -> LeaseId {
         other => panic!("expected a grant, got {other:?}"),
     }
 }
+
+/// A caller-chosen id at the top of the range made the next ids wrap to u64::MAX, and every
+/// later grant got that same id: a lock's hold and a registry instance shared one lease, keys
+/// expired early and lock reads panicked. Ids a caller chooses stop at `LEASE_ID_MAX`, and the
+/// ones handed out after it stay unique.
+#[test]
+fn lease_ids_never_wrap_nor_repeat() {
+    use crate::limits::LEASE_ID_MAX;
+    let mut s = LeaseState::default();
+    let grant = |id: Option<u64>| {
+        LeaseCommand::Grant(lease::Grant {
+            id: id.map(LeaseId),
+            ttl_ms: 60_000,
+        })
+    };
+    let refused = apply(&mut s, 0, grant(Some(LEASE_ID_MAX + 1))).unwrap_err();
+    assert_eq!(
+        refused,
+        LeaseError::IdTooLarge {
+            id: LeaseId(LEASE_ID_MAX + 1)
+        }
+    );
+    assert_eq!(refused.field(), "id");
+    assert!(apply(&mut s, 0, grant(Some(u64::MAX))).is_err());
+    apply(&mut s, 0, grant(Some(LEASE_ID_MAX))).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let LeaseOutput::Granted(info) = apply(&mut s, 0, grant(None)).unwrap() else {
+            panic!("a grant answers Granted")
+        };
+        assert!(info.id.0 > LEASE_ID_MAX);
+        assert!(ids.insert(info.id), "lease {} handed out twice", info.id);
+    }
+    assert_eq!(s.len(), 6);
+}
