@@ -77,6 +77,29 @@ fn zone(tz: &str) -> Result<chrono_tz::Tz, ScheduleError> {
         .map_err(|_| ScheduleError::TimeZone { tz: tz.to_owned() })
 }
 
+/// What a new schedule's cron expression must look like before it is parsed: 5 fields, or 6
+/// with seconds first, and no list with an empty item. croner reads an empty item as an empty
+/// set, and its search for a fire time that cannot come then takes seconds.
+fn check_cron_shape(expr: &str) -> Result<(), ScheduleError> {
+    let invalid = |reason: String| ScheduleError::Cron {
+        expr: expr.to_owned(),
+        reason,
+    };
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if !(5..=6).contains(&fields.len()) {
+        return Err(invalid(format!(
+            "it has {} fields; a cron expression has 5 (minute hour day-of-month month day-of-week), or 6 with seconds first",
+            fields.len()
+        )));
+    }
+    if let Some(field) = fields.iter().find(|f| f.split(',').any(str::is_empty)) {
+        return Err(invalid(format!(
+            "the field {field:?} has an empty item in its list"
+        )));
+    }
+    Ok(())
+}
+
 fn cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
@@ -192,6 +215,7 @@ impl ScheduleState {
                         return Err(ScheduleError::At { at_ms: *at_ms });
                     }
                     Spec::Cron { expr, tz } => {
+                        check_cron_shape(expr)?;
                         let parsed = cron(expr)?;
                         let tz = zone(tz)?;
                         let start = Utc.timestamp_millis_opt(0).single().expect("the epoch");

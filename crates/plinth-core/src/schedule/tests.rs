@@ -847,3 +847,39 @@ proptest! {
         }
     }
 }
+
+/// A list with an empty item (`,` alone, `1,,2`) gave croner an empty set, whose "never fires"
+/// search took seconds, inside the write path; a year field (a 7th) gave fire times the clock
+/// had passed. Both are refused as they are written, at once.
+#[test]
+fn a_cron_with_an_empty_list_item_or_a_year_field_is_refused_at_once() {
+    let mut s = State::default();
+    for (expr, reason) in [
+        (",,,, * * * *", "empty item"),
+        (", * * * *", "empty item"),
+        ("1, * * * *", "empty item"),
+        ("0 0 0 1 1 * 1971", "7 fields"),
+        ("* * *", "3 fields"),
+    ] {
+        let started = std::time::Instant::now();
+        let e = schedule_error(&run(
+            &mut s,
+            0,
+            create(
+                "c",
+                Spec::Cron {
+                    expr: expr.into(),
+                    tz: "UTC".into(),
+                },
+                policy(),
+            ),
+        ));
+        assert!(e.to_string().contains(reason), "{expr:?}: {e}");
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{expr:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
