@@ -221,9 +221,12 @@ async fn serve_connection<S>(
         inner: service,
         activity: Arc::clone(&activity),
     };
+    let body_timeout = options.first_request_timeout;
     let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
         tracked,
-        |r: Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        move |r: Request<hyper::body::Incoming>| {
+            r.map(|body| axum::body::Body::new(Stalling::new(body, body_timeout)))
+        },
     ));
     let builder = builder(options.first_request_timeout);
     // Small frames leave together (see `plinth_proto::io`).
@@ -289,4 +292,64 @@ fn refuse(tcp: TcpStream, refusing: &Arc<AtomicUsize>, max_connections: usize) {
         let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn).await;
         refusing.fetch_sub(1, Ordering::AcqRel);
     });
+}
+
+/// A request body that fails once its client has sent nothing for `timeout` while more is
+/// due: a body announced and never finished would otherwise hold its connection (and its place
+/// under the cap) for ever, since closing an idle connection waits for the requests in it. The
+/// timer is armed only while the body waits for bytes, so a body that is all there (most are)
+/// costs no timer.
+struct Stalling {
+    body: hyper::body::Incoming,
+    timeout: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Stalling {
+    fn new(body: hyper::body::Incoming, timeout: Duration) -> Stalling {
+        Stalling {
+            body,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl http_body::Body for Stalling {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<axum::body::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if std::future::Future::poll(sleep.as_mut(), cx).is_ready() {
+                    return Poll::Ready(Some(Err(format!(
+                        "the request body stalled: nothing came for {timeout:?}"
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -612,3 +612,32 @@ async fn a_damaged_acknowledged_record_stops_the_start_unchanged_until_repair_ac
     }
     still_serves(&server).await;
 }
+
+/// A request whose body stops coming held its connection for ever, past the idle timeout (its
+/// close waited for the request): enough of them took every place under the cap. Now a body
+/// silent for the first-request timeout fails its request with a 400, and the connection goes.
+#[tokio::test]
+async fn a_request_whose_body_stalls_is_cut_off_and_its_connection_freed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start_with(&["--max-connections", "3", "--idle-timeout", "2s"]);
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        tcp.write_all(
+            b"POST /v1/kv/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"key\"",
+        )
+        .await
+        .unwrap();
+        stalled.push(tcp);
+    }
+    for tcp in &mut stalled {
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut reply)).await;
+        assert!(read.is_ok(), "a stalled body kept its connection open");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("stalled"), "{text}");
+    }
+    // Their places are free again.
+    still_serves(&server).await;
+}
