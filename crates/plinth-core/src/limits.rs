@@ -18,6 +18,10 @@ pub const KEY_BYTES_MAX: usize = 4096;
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// A Range returns at most this many keys per call; `more` tells the caller to continue.
 pub const RANGE_LIMIT_MAX: usize = 10_000;
+/// ... and at most this many bytes of keys and values (always at least one key, whatever its
+/// size), so that one reply of large values cannot take gigabytes. A delete answers the values
+/// it removed up to the same bytes.
+pub const RANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Compares in one Txn.
 pub const TXN_COMPARES_MAX: usize = 128;
 /// Operations in one branch of a Txn.

@@ -142,11 +142,24 @@ pub fn txn_op_output(out: TxnOpOutput, header: pb::ResponseHeader) -> pb::Respon
     }
 }
 
+/// A delete's reply: the count, and the deleted keys' values up to a range reply's bytes, so
+/// that deleting gigabytes does not answer them all.
 pub fn delete_response(deleted: Vec<KeyValue>, header: pb::ResponseHeader) -> pb::DeleteResponse {
+    let count = deleted.len() as u64;
+    let mut bytes = 0usize;
+    let prev_kvs = deleted
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, kv)| {
+            bytes += kv.key.len() + kv.value.len();
+            *i == 0 || bytes <= plinth_core::limits::RANGE_BYTES_MAX
+        })
+        .map(|(_, kv)| key_value(kv))
+        .collect();
     pb::DeleteResponse {
         header: Some(header),
-        deleted: deleted.len() as u64,
-        prev_kvs: deleted.into_iter().map(key_value).collect(),
+        deleted: count,
+        prev_kvs,
     }
 }
 

@@ -106,12 +106,12 @@ impl VersionField {
 }
 
 impl ConfigError {
+    /// A config over its keys or bytes is refused as its request would be (INVALID_ARGUMENT, as
+    /// a KV value over its limit is): the same request never succeeds, so nothing invites a
+    /// retry. Only the number of services is a capacity of the whole store.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ConfigError::TooManyKeys { .. }
-            | ConfigError::ChangeTooLarge { .. }
-            | ConfigError::TooLarge { .. }
-            | ConfigError::TooManyServices => ErrorCode::ResourceExhausted,
+            ConfigError::TooManyServices => ErrorCode::ResourceExhausted,
             ConfigError::VersionMismatch { .. } => ErrorCode::FailedPrecondition,
             ConfigError::NotFound { .. } | ConfigError::VersionNotFound { .. } => {
                 ErrorCode::NotFound

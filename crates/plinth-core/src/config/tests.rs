@@ -330,7 +330,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
         "x".repeat(crate::limits::CONFIG_SNAPSHOT_BYTES_MAX)
     );
     let e = refused(&mut s, 2, put("api", &[("b", big.as_str())], &[], None));
-    assert_eq!((e.code(), e.field()), (ErrorCode::ResourceExhausted, "set"));
+    assert_eq!((e.code(), e.field()), (ErrorCode::InvalidArgument, "set"));
     let e = refused(&mut s, 2, put("api", &[("a", "{\"x\": }")], &[], None));
     assert!(
         e.to_string().starts_with("value of \"a\" is not JSON"),

@@ -8,8 +8,8 @@ use super::{
 use crate::kv;
 use crate::lease::LeaseState;
 use crate::limits::{
-    HISTORY_EVENTS_MAX, HISTORY_RETENTION_MS, KEY_BYTES_MAX, RANGE_LIMIT_MAX, TXN_COMPARES_MAX,
-    TXN_OPS_MAX, VALUE_BYTES_MAX,
+    HISTORY_EVENTS_MAX, HISTORY_RETENTION_MS, KEY_BYTES_MAX, RANGE_BYTES_MAX, RANGE_LIMIT_MAX,
+    TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
 };
 use crate::lock::LockState;
 use crate::names::check_name;
@@ -101,11 +101,18 @@ impl KvState {
         };
         let mut kvs = Vec::new();
         let mut count = 0u64;
+        let (mut bytes, mut full) = (0usize, false);
         for kv in self.span_iter(&request.span) {
             count += 1;
-            if request.count_only || kvs.len() >= limit {
+            if request.count_only || full || kvs.len() >= limit {
                 continue;
             }
+            let size = kv.key.len() + if request.keys_only { 0 } else { kv.value.len() };
+            if !kvs.is_empty() && bytes + size > RANGE_BYTES_MAX {
+                full = true;
+                continue;
+            }
+            bytes += size;
             let mut kv = kv.clone();
             if request.keys_only {
                 kv.value.clear();

@@ -425,3 +425,35 @@ fn the_clock_never_goes_backwards() {
     run(&mut s, 4_000, Command::Tick);
     assert_eq!(s.clock(), Millis(5_000));
 }
+
+/// A range of large values answered them all: 10,000 values of 1 MiB made one reply of 10 GB.
+/// A reply now stops at `RANGE_BYTES_MAX` of keys and values, with `more`, and always holds at
+/// least one key.
+#[test]
+fn a_range_of_large_values_stops_at_its_byte_limit_and_says_more() {
+    use crate::limits::RANGE_BYTES_MAX;
+    let mut s = State::default();
+    for i in 0..10 {
+        let put = crate::kv::Put {
+            key: format!("big/{i}").into_bytes(),
+            value: vec![b'v'; VALUE_BYTES_MAX],
+            lease: None,
+        };
+        assert!(run(&mut s, 0, put.into()).result.is_ok());
+    }
+    let range = |keys_only| RangeRequest {
+        span: KeySpan::Prefix(b"big/".to_vec()),
+        limit: 0,
+        keys_only,
+        count_only: false,
+    };
+    let out = s.kv().range(&range(false)).unwrap();
+    let bytes: usize = out.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+    assert!(bytes <= RANGE_BYTES_MAX, "{bytes}");
+    assert_eq!(out.kvs.len(), RANGE_BYTES_MAX / (VALUE_BYTES_MAX + 5));
+    assert!(out.more);
+    assert_eq!(out.count, 10);
+    // Keys alone are small: all of them.
+    let out = s.kv().range(&range(true)).unwrap();
+    assert_eq!((out.kvs.len(), out.more), (10, false));
+}
