@@ -1,7 +1,7 @@
 //! `plinth lease ...`: grant, keepalive, revoke, ttl and list.
 
 use crate::output::{connect, json, text};
-use crate::{ClientOpts, Ms, ms_up_to};
+use crate::{ClientOpts, Ms, ms_within};
 use plinth_proto::limits;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum LeaseCommand {
     /// Grant a lease with this time-to-live (500ms to 7 days) and print its id.
     Grant {
-        #[arg(value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Ms,
     },
     /// Keep a lease alive until interrupted.

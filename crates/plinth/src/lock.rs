@@ -2,7 +2,7 @@
 //! under a lock, and leader elections.
 
 use crate::output::{connect, json, text};
-use crate::{ClientOpts, Ms, ms_up_to};
+use crate::{ClientOpts, Ms, ms_up_to, ms_within};
 use anyhow::Context as _;
 use plinth_client::{LockGuard, LockOptions, pb};
 use plinth_proto::limits;
@@ -25,7 +25,7 @@ pub enum LockCommand {
         #[arg(long)]
         owner: String,
         /// How long the hold lasts without renewal (500ms to 7 days).
-        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Ms,
         /// Queue for the lock this long if it is taken (at most 5m); without it, fail at once.
         #[arg(long, value_parser = ms_up_to(limits::LOCK_WAIT_MS_MAX))]
@@ -39,7 +39,7 @@ pub enum LockCommand {
         name: String,
         token: u64,
         /// A new ttl; the acquire's ttl when absent.
-        #[arg(long, value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(long, value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Option<Ms>,
     },
     /// Release a hold; the next waiter gets the lock.
@@ -57,7 +57,7 @@ pub enum LockCommand {
         /// Who holds the lock; this host and process id when absent.
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Ms,
         /// Queue for the lock this long if it is taken; without it, fail at once.
         #[arg(long, value_parser = ms_up_to(limits::LOCK_WAIT_MS_MAX))]
@@ -82,7 +82,7 @@ pub enum ElectionCommand {
         /// The value to lead with, e.g. an address.
         #[arg(long, default_value = "")]
         value: String,
-        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::LOCK_TTL_MS_DEFAULT), value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Ms,
     },
     /// Print the current leader (exit status 1 if there is none).

@@ -258,19 +258,34 @@ impl std::fmt::Display for Ms {
 pub fn ms_up_to(
     max_ms: u64,
 ) -> impl Fn(&str) -> Result<Ms, String> + Clone + Send + Sync + 'static {
+    ms_within(0, max_ms)
+}
+
+/// [`ms_up_to`] for a field that also has a least value (`min_ms`): a shorter one is refused
+/// with it, where the API would read a 0 as "the default" or refuse it less clearly.
+pub fn ms_within(
+    min_ms: u64,
+    max_ms: u64,
+) -> impl Fn(&str) -> Result<Ms, String> + Clone + Send + Sync + 'static {
     move |text| {
         let duration = humantime::parse_duration(text)
             .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 5m ({e})"))?;
-        u64::try_from(duration.as_millis())
+        let ms = u64::try_from(duration.as_millis())
             .ok()
             .filter(|ms| *ms <= max_ms)
-            .map(Ms)
             .ok_or_else(|| {
                 format!(
                     "{text} is longer than the most it may be here, {} ({max_ms} ms)",
                     Ms(max_ms)
                 )
-            })
+            })?;
+        if ms < min_ms {
+            return Err(format!(
+                "{text} is shorter than the least it may be here, {} ({min_ms} ms)",
+                Ms(min_ms)
+            ));
+        }
+        Ok(Ms(ms))
     }
 }
 

@@ -2,7 +2,7 @@
 //! consume (a command per message).
 
 use crate::output::{connect, json, text};
-use crate::{ClientOpts, Ms, ms_up_to};
+use crate::{ClientOpts, Ms, ms_up_to, ms_within};
 use anyhow::Context as _;
 use plinth_client::{ConsumerOptions, pb};
 use plinth_proto::limits;
@@ -19,25 +19,25 @@ pub enum QueueCommand {
     Create {
         name: String,
         /// How long a received message stays invisible before it is delivered again.
-        #[arg(long, default_value_t = Ms(limits::QUEUE_VISIBILITY_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_VISIBILITY_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::QUEUE_VISIBILITY_MS_DEFAULT), value_parser = ms_within(1, limits::QUEUE_VISIBILITY_MS_MAX))]
         visibility: Ms,
         /// Receives after which a message that comes back goes to the dead-letter queue.
-        #[arg(long, default_value_t = limits::QUEUE_MAX_RECEIVES_DEFAULT)]
+        #[arg(long, default_value_t = limits::QUEUE_MAX_RECEIVES_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(limits::QUEUE_MAX_RECEIVES_MAX)))]
         max_receives: u32,
         /// The dead-letter queue (it must exist).
         #[arg(long)]
         dlq: Option<String>,
         /// How long a message is kept (1m to 14d).
-        #[arg(long, default_value_t = Ms(limits::QUEUE_RETENTION_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_RETENTION_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::QUEUE_RETENTION_MS_DEFAULT), value_parser = ms_within(limits::QUEUE_RETENTION_MS_MIN, limits::QUEUE_RETENTION_MS_MAX))]
         retention: Ms,
         /// The delay of a send that gives none.
         #[arg(long, default_value_t = Ms(0), value_parser = ms_up_to(limits::QUEUE_DELAY_MS_MAX))]
         delay: Ms,
         /// How long a dedup id is remembered.
-        #[arg(long, default_value_t = Ms(limits::QUEUE_DEDUP_WINDOW_MS_DEFAULT), value_parser = ms_up_to(limits::QUEUE_DEDUP_WINDOW_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::QUEUE_DEDUP_WINDOW_MS_DEFAULT), value_parser = ms_within(1, limits::QUEUE_DEDUP_WINDOW_MS_MAX))]
         dedup_window: Ms,
         /// The largest body, in bytes (at most 1 MiB).
-        #[arg(long, default_value_t = limits::QUEUE_BODY_BYTES_MAX)]
+        #[arg(long, default_value_t = limits::QUEUE_BODY_BYTES_MAX, value_parser = clap::value_parser!(u64).range(1..=limits::QUEUE_BODY_BYTES_MAX))]
         max_body_bytes: u64,
         /// A FIFO queue: every send names a group; each group is delivered in order, one at a time.
         #[arg(long)]
@@ -65,7 +65,7 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = Ms(0), value_parser = ms_up_to(limits::QUEUE_WAIT_MS_MAX))]
         wait: Ms,
         /// Visibility of these deliveries instead of the queue's.
-        #[arg(long, value_parser = ms_up_to(limits::QUEUE_VISIBILITY_MS_MAX))]
+        #[arg(long, value_parser = ms_within(1, limits::QUEUE_VISIBILITY_MS_MAX))]
         visibility: Option<Ms>,
         /// Ack this receipt first, in the same write (repeatable); one that cannot ack is
         /// reported on stderr and does not stop the receive.

@@ -2,7 +2,7 @@
 //! deregister and services.
 
 use crate::output::{connect, json};
-use crate::{ClientOpts, Ms, ms_up_to};
+use crate::{ClientOpts, Ms, ms_within};
 use anyhow::bail;
 use plinth_client::{RegisterOptions, pb};
 use plinth_proto::limits;
@@ -17,7 +17,7 @@ pub enum RegistryCommand {
         instance: String,
         address: String,
         /// The instance leaves this long after its last heartbeat (500ms to 7 days).
-        #[arg(long, default_value_t = Ms(limits::REGISTRY_TTL_MS_DEFAULT), value_parser = ms_up_to(limits::LEASE_TTL_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::REGISTRY_TTL_MS_DEFAULT), value_parser = ms_within(limits::LEASE_TTL_MS_MIN, limits::LEASE_TTL_MS_MAX))]
         ttl: Ms,
         /// Metadata as KEY=VALUE (repeatable).
         #[arg(long = "meta", value_name = "KEY=VALUE")]

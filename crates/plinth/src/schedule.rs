@@ -2,7 +2,7 @@
 //! command per claimed run.
 
 use crate::output::{connect, json, rfc3339, text};
-use crate::{ClientOpts, Ms, ms_up_to};
+use crate::{ClientOpts, Ms, ms_up_to, ms_within};
 use plinth_client::{WorkerOptions, pb};
 use plinth_proto::limits;
 use std::process::{ExitCode, Stdio};
@@ -16,13 +16,13 @@ pub struct SpecArgs {
     #[arg(long)]
     cron: Option<String>,
     /// Every this long (at least 1s).
-    #[arg(long, value_parser = ms_up_to(limits::SCHEDULE_INTERVAL_MS_MAX))]
+    #[arg(long, value_parser = ms_within(limits::SCHEDULE_INTERVAL_MS_MIN, limits::SCHEDULE_INTERVAL_MS_MAX))]
     every: Option<Ms>,
     /// Once, at this RFC 3339 time (e.g. 2027-01-01T00:00:00Z).
     #[arg(long)]
     at: Option<String>,
     /// Once, this long from now.
-    #[arg(long = "in", value_parser = ms_up_to(limits::SCHEDULE_DELAY_MS_MAX))]
+    #[arg(long = "in", value_parser = ms_within(1, limits::SCHEDULE_DELAY_MS_MAX))]
     after: Option<Ms>,
 }
 
@@ -40,13 +40,13 @@ pub enum ScheduleCommand {
         #[arg(long, default_value = "")]
         job: String,
         /// Attempts before a run is dead.
-        #[arg(long, default_value_t = limits::SCHEDULE_ATTEMPTS_DEFAULT)]
+        #[arg(long, default_value_t = limits::SCHEDULE_ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(limits::SCHEDULE_ATTEMPTS_MAX)))]
         max_attempts: u32,
         /// The first retry delay; it doubles per attempt.
         #[arg(long, default_value_t = Ms(limits::SCHEDULE_BACKOFF_MS_DEFAULT), value_parser = ms_up_to(limits::SCHEDULE_BACKOFF_MS_MAX))]
         backoff: Ms,
         /// The claim lease: a run not completed or heartbeated within it is retried.
-        #[arg(long, default_value_t = Ms(limits::SCHEDULE_TIMEOUT_MS_DEFAULT), value_parser = ms_up_to(limits::SCHEDULE_TIMEOUT_MS_MAX))]
+        #[arg(long, default_value_t = Ms(limits::SCHEDULE_TIMEOUT_MS_DEFAULT), value_parser = ms_within(limits::SCHEDULE_TIMEOUT_MS_MIN, limits::SCHEDULE_TIMEOUT_MS_MAX))]
         timeout: Ms,
         /// allow, skip or queue: a fire time while an earlier run is unfinished.
         #[arg(long, default_value = "allow")]

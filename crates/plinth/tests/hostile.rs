@@ -400,6 +400,37 @@ async fn a_duration_past_its_maximum_is_refused_naming_the_limit() {
             "{args:?}: {err}"
         );
     }
+    // Below a field's least value, or a 0 the API would read as "the default": refused too.
+    for (args, limit) in [
+        (vec!["queue", "create", "q", "--visibility", "0s"], "1ms"),
+        (
+            vec!["queue", "create", "q", "--retention", "30s"],
+            "1m (60000 ms)",
+        ),
+        (vec!["schedule", "create", "t", "--every", "10ms"], "1s"),
+        (
+            vec![
+                "schedule",
+                "create",
+                "t",
+                "--every",
+                "1m",
+                "--timeout",
+                "0s",
+            ],
+            "1s",
+        ),
+        (vec!["lease", "grant", "1us"], "500ms"),
+    ] {
+        let (code, out, err) = server.cli(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("is shorter than the least it may be here") && err.contains(limit),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = server.cli(&["queue", "create", "q", "--max-receives", "0"]);
+    assert_eq!(code, 2, "{err}");
     let (code, _, err) = server.cli(&["schedule", "create", "old", "--at", "1969-12-31T00:00:00Z"]);
     assert_eq!(code, 1);
     assert!(err.contains("before 1970"), "{err}");
