@@ -205,6 +205,7 @@ impl State {
     }
 
     pub fn apply(&mut self, request: &Request) -> Applied {
+        let before = self.clock;
         self.clock = self.clock.max(request.stamp);
         let mut ctx = Ctx {
             revision: Revision(self.revision.0 + 1),
@@ -214,6 +215,9 @@ impl State {
             woken: Vec::new(),
         };
         let result = self.dispatch(&request.command, &mut ctx);
+        if self.schedules.became_runnable(before, self.clock) {
+            ctx.wake(Wake::Schedules);
+        }
         if ctx.changed {
             self.revision = ctx.revision;
         }

@@ -737,6 +737,18 @@ fn an_apply_wakes_the_waiters_of_what_it_changed_and_no_others() {
     // The visibility runs out: the message goes to the dead-letter queue, whose waiters wake.
     at.set(at.get() + 5_000);
     assert!(woken(&mut state, Command::Tick).contains(&queue("dlq")));
+    // A redrive back to the source wakes its waiters, and the dead-letter queue's (its head
+    // moved).
+    let redrive = crate::queue::Redrive {
+        dlq: "dlq".into(),
+        to: None,
+        max: 10,
+    };
+    let woke = woken(&mut state, redrive.into());
+    assert!(
+        woke.contains(&queue("q")) && woke.contains(&queue("dlq")),
+        "{woke:?}"
+    );
 
     // A put wakes nobody: KV events reach watchers another way.
     let put = crate::kv::Put {

@@ -578,7 +578,7 @@ pub(crate) fn repair(
     }
     plinth_wal::cut(dir, &damage).map_err(|e| NodeError::Storage(e.to_string()))?;
     if committed.is_some_and(|c| c.index >= damage.first_lost_lsn) {
-        let lowered = last_intact.or(snapshot_last);
+        let lowered = last_intact.max(snapshot_last);
         write_meta(&dir.join(COMMITTED_FILE), &lowered).map_err(storage)?;
     }
     Ok(RepairReport {

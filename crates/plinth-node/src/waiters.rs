@@ -20,7 +20,8 @@ pub(crate) struct Waiters {
 pub(crate) struct Waiting<'a> {
     waiters: &'a Waiters,
     wake: Wake,
-    notify: Arc<Notify>,
+    /// `None` only while dropping: the place is given back under the table's lock.
+    notify: Option<Arc<Notify>>,
 }
 
 impl Waiters {
@@ -35,7 +36,7 @@ impl Waiters {
         Waiting {
             waiters: self,
             wake,
-            notify,
+            notify: Some(notify),
         }
     }
 
@@ -69,15 +70,20 @@ impl Waiting<'_> {
     /// Resolves at the next wake of this resource after it is enabled. Enable it, then look at
     /// the state, then await it: a wake between the look and the await is not lost.
     pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
+        self.notify.as_ref().expect("held until dropped").notified()
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut slots = self.waiters.slots();
-        // This place and the table's own: nobody else waits.
-        if Arc::strong_count(&self.notify) == 2 {
+        // Given back under the lock, so that two waiters leaving at once cannot each see the
+        // other's place and both leave the entry behind.
+        drop(self.notify.take());
+        if slots
+            .get(&self.wake)
+            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+        {
             slots.remove(&self.wake);
         }
     }

@@ -62,6 +62,10 @@ pub const RESERVED_DESCRIPTORS: usize = 256;
 /// unanswered.
 const REFUSING_MAX: usize = 64;
 
+/// How long a request body may send nothing while more of it is due (see [`Stalling`]): its own
+/// setting, not the idle timeout, which an operator may set far lower to reap idle clients.
+const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a refused connection has to send its request and read the refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -221,7 +225,7 @@ async fn serve_connection<S>(
         inner: service,
         activity: Arc::clone(&activity),
     };
-    let body_timeout = options.first_request_timeout;
+    let body_timeout = BODY_STALL_TIMEOUT;
     let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
         tracked,
         move |r: Request<hyper::body::Incoming>| {

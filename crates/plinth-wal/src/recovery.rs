@@ -75,9 +75,11 @@ struct ReadSegment {
 }
 
 /// Reads every segment in lsn order, handing each intact record to `visit`, up to the first
-/// damage (every segment from it on is left out). Changes nothing on disk.
+/// damage (every segment from it on is left out). Changes nothing on disk; the files are opened
+/// for writing only if `writable` (recovery goes on to use them).
 fn read_log(
     dir: &Path,
+    writable: bool,
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Result<(Vec<ReadSegment>, Option<Damage>), WalError> {
     let listed = list_segments(dir)?;
@@ -121,7 +123,7 @@ fn read_log(
 
         let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(&path)
             .map_err(|e| WalError::io(&path, e))?;
         let bytes = read_all(&mut file).map_err(|e| WalError::io(&path, e))?;
@@ -206,7 +208,29 @@ pub(crate) fn recover(
     fsyncs: &AtomicU64,
     durable_through: Option<Lsn>,
 ) -> Result<Vec<Segment>, WalError> {
-    let (read, damage) = read_log(dir, |_, _| {})?;
+    let (read, damage) = read_log(dir, true, |_, _| {})?;
+    // Whole records reported durable that are simply not there (the end of the log reads as
+    // zeros, or stops short at a record's edge) are lost as surely as damaged ones.
+    if damage.is_none()
+        && let Some(durable) = durable_through
+        && let Some(last) = read.iter().rev().find(|r| !r.offsets.is_empty())
+        && last.first_lsn + (last.offsets.len() as u64) <= durable
+    {
+        let next_lsn = last.first_lsn + last.offsets.len() as u64;
+        return Err(WalError::LostDurable {
+            damage: Box::new(Damage {
+                path: last.path.clone(),
+                offset: last.records_bytes,
+                reason: format!("the log ends at lsn {}", next_lsn - 1),
+                first_lost_lsn: next_lsn,
+                torn: true,
+                later_segments: Vec::new(),
+                lost_bytes: 0,
+            }),
+            last_intact_lsn: Some(next_lsn - 1),
+            durable_through: durable,
+        });
+    }
     if let Some(damage) = &damage {
         if !damage.torn {
             return Err(WalError::corrupt(
@@ -272,7 +296,7 @@ pub(crate) fn recover(
 /// Reads the log in `dir` without changing it: where it is whole, and where and how it is
 /// damaged if it is. `visit` sees every intact record in lsn order.
 pub fn inspect(dir: &Path, visit: impl FnMut(Lsn, &[u8])) -> Result<Inspection, WalError> {
-    let (read, damage) = read_log(dir, visit)?;
+    let (read, damage) = read_log(dir, false, visit)?;
     let first_lsn = read
         .first()
         .filter(|r| !r.offsets.is_empty())

@@ -490,3 +490,39 @@ fn inspect_reports_damage_without_changing_it_and_cut_removes_it_with_what_follo
     append_all(&wal, first_lost..=first_lost + 2, 1, PAYLOAD_BYTES);
     assert_eq!(wal.last_lsn(), Some(first_lost + 2));
 }
+
+/// Records reported durable that are not there at all (the log stops at a record's edge, or
+/// reads as zeros from there: what a dying disk may give back) are lost data too: refused,
+/// unchanged, not opened as a shorter log.
+#[test]
+fn a_log_that_ends_before_a_durable_record_is_refused() {
+    const N: u64 = 5;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = write_log(dir.path(), N);
+    let whole = fs::read(&segment).expect("read");
+    let short = (N - 1) * RECORD_BYTES;
+    for tail in [Vec::new(), vec![0u8; RECORD_BYTES as usize * 2]] {
+        let mut bytes = whole[..short as usize].to_vec();
+        bytes.extend_from_slice(&tail);
+        fs::write(&segment, &bytes).expect("write");
+        let before = snapshot_of(dir.path());
+        let options = |durable| WalOptions {
+            durable_through: Some(durable),
+            ..exact()
+        };
+        match Wal::open(dir.path(), options(N)).expect_err("record N was durable") {
+            WalError::LostDurable {
+                damage,
+                last_intact_lsn,
+                ..
+            } => {
+                assert_eq!(damage.first_lost_lsn, N);
+                assert_eq!(last_intact_lsn, Some(N - 1));
+            }
+            other => panic!("expected LostDurable, got {other}"),
+        }
+        assert_eq!(snapshot_of(dir.path()), before, "the refusal changed files");
+        let wal = Wal::open(dir.path(), options(N - 1)).expect("open");
+        assert_eq!(wal.last_lsn(), Some(N - 1));
+    }
+}

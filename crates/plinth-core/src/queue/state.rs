@@ -253,20 +253,21 @@ impl QueueState {
             | QueueCommand::Nack(queue::Nack { queue, .. })
             | QueueCommand::ChangeVisibility(queue::ChangeVisibility { queue, .. })
             | QueueCommand::Delete(queue::Delete { name: queue }) => self.wake(queue, ctx),
-            QueueCommand::Redrive(queue::Redrive { dlq, to, .. }) => match to {
-                Some(to) => self.wake(to, ctx),
-                None => {
-                    let sources: Vec<String> = self
-                        .queues
-                        .iter()
-                        .filter(|(_, q)| q.config.dead_letter_queue.as_ref() == Some(dlq))
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    for source in &sources {
-                        self.wake(source, ctx);
+            // The dead-letter queue too: a FIFO group there may go on once its head moved. A
+            // redrive to the messages' sources may reach any queue (a source deleted and made
+            // again, with another dead-letter queue or none), and redrives are rare: every
+            // queue wakes.
+            QueueCommand::Redrive(queue::Redrive { dlq, to, .. }) => {
+                self.wake(dlq, ctx);
+                match to {
+                    Some(to) => self.wake(to, ctx),
+                    None => {
+                        for name in self.queues.keys() {
+                            ctx.wake(Wake::Queue(name.clone()));
+                        }
                     }
                 }
-            },
+            }
             QueueCommand::Create(_) | QueueCommand::Purge(_) | QueueCommand::Receive(_) => {}
         }
         Ok(out)

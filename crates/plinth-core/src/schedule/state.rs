@@ -712,6 +712,18 @@ impl ScheduleState {
         !self.claimable(clock, 1, schedules).is_empty()
     }
 
+    /// Whether a pending run became runnable as the log clock moved from `from` (exclusive) to
+    /// `to` (inclusive): any command's stamp moves the clock, and a retry's time passing makes
+    /// a run claimable with no tick to say so.
+    pub fn became_runnable(&self, from: Millis, to: Millis) -> bool {
+        from < to
+            && self
+                .pending
+                .range((Millis(from.0.saturating_add(1)), String::new(), Millis(0))..)
+                .next()
+                .is_some_and(|p| p.0 <= to)
+    }
+
     /// The earliest point on the log clock after `clock` at which a tick has work: a fire time,
     /// a claim ending, or a retry becoming runnable (so that waiting workers wake).
     pub fn next_deadline(&self, clock: Millis) -> Option<Millis> {

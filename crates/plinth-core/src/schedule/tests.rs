@@ -883,3 +883,45 @@ fn a_cron_with_an_empty_list_item_or_a_year_field_is_refused_at_once() {
         );
     }
 }
+
+/// A retry becomes claimable when the log clock passes its backoff, whatever command moves the
+/// clock there: that command wakes the workers waiting to claim, once, and no earlier one does.
+#[test]
+fn the_command_whose_stamp_passes_a_retry_time_wakes_waiting_workers() {
+    let mut s = State::default();
+    run(
+        &mut s,
+        0,
+        create("r", Spec::Delay { delay_ms: SECOND }, policy()),
+    );
+    run(&mut s, SECOND, Command::Tick);
+    let first = claimed(&run(&mut s, SECOND, claim(1)));
+    let failed = run(
+        &mut s,
+        2 * SECOND,
+        Command::Schedule(ScheduleCommand::Fail(schedule::Fail {
+            run: first[0].run.clone(),
+            token: first[0].token,
+            error: "boom".into(),
+        })),
+    );
+    let Ok(Output::Schedule(ScheduleOutput::Failed(schedule::Failed {
+        runnable_at: Some(at),
+        ..
+    }))) = failed.result
+    else {
+        panic!("expected a retry, got {:?}", failed.result);
+    };
+    let put = |s: &mut State, stamp: u64| {
+        let command = Command::from(crate::kv::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: None,
+        });
+        run(s, stamp, command).woken
+    };
+    assert!(put(&mut s, at.0 - 1).is_empty(), "not runnable yet");
+    assert_eq!(put(&mut s, at.0), [crate::Wake::Schedules]);
+    assert!(put(&mut s, at.0 + 1).is_empty(), "woken once");
+    assert_eq!(claimed(&run(&mut s, at.0 + 1, claim(1)))[0].attempt, 2);
+}
