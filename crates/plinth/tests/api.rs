@@ -236,23 +236,13 @@ async fn bad_input_is_a_clear_error_and_the_server_keeps_serving() {
     );
 
     // A gRPC call to a service the server does not have is UNIMPLEMENTED, not an HTTP error.
-    let mut grpc = tonic::client::Grpc::new(
-        tonic::transport::Channel::from_shared(server.endpoint())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    grpc.ready().await.unwrap();
-    let codec: tonic_prost::ProstCodec<pb::GetRequest, pb::GetResponse> = Default::default();
-    let status = grpc
-        .unary(
-            tonic::Request::new(pb::GetRequest::default()),
-            http::uri::PathAndQuery::from_static("/plinth.v9.Nothing/Get"),
-            codec,
-        )
-        .await
-        .unwrap_err();
+    let status = common::raw_grpc::<_, pb::GetResponse>(
+        &server,
+        "/plinth.v9.Nothing/Get",
+        pb::GetRequest::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 
     c.put("still", "serving").await.unwrap();

@@ -229,26 +229,16 @@ async fn every_malformed_request_gets_the_contracts_code_and_shape() {
 
     // Protobuf that is not a PutRequest: field 1 of a lease grant is a number, a put's key is
     // bytes.
-    let mut grpc = tonic::client::Grpc::new(
-        tonic::transport::Channel::from_shared(server.endpoint())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    grpc.ready().await.unwrap();
-    let codec: tonic_prost::ProstCodec<pb::LeaseGrantRequest, pb::PutResponse> = Default::default();
-    let status = grpc
-        .unary(
-            tonic::Request::new(pb::LeaseGrantRequest {
-                id: 7,
-                ttl_ms: 1000,
-            }),
-            http::uri::PathAndQuery::from_static("/plinth.v1.Kv/Put"),
-            codec,
-        )
-        .await
-        .unwrap_err();
+    let status = common::raw_grpc::<_, pb::PutResponse>(
+        &server,
+        "/plinth.v1.Kv/Put",
+        pb::LeaseGrantRequest {
+            id: 7,
+            ttl_ms: 1000,
+        },
+    )
+    .await
+    .unwrap_err();
     let err = plinth_client::Error::from(status);
     assert_eq!(
         (err.code, err.field.as_str()),

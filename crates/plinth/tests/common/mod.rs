@@ -275,6 +275,35 @@ pub async fn client(server: &Server) -> plinth_client::Client {
         .expect("connect")
 }
 
+/// Sends `request` to the gRPC method at `path` as it is, whatever message that method takes:
+/// for calls the SDK cannot make (a wrong message, a service that does not exist).
+pub async fn raw_grpc<Req, Resp>(
+    server: &Server,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp, tonic::Status>
+where
+    Req: tonic_prost::prost::Message + Send + Sync + 'static,
+    Resp: tonic_prost::prost::Message + Default + Send + Sync + 'static,
+{
+    let channel = tonic::transport::Channel::from_shared(server.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec: tonic_prost::ProstCodec<Req, Resp> = Default::default();
+    let reply = grpc
+        .unary(
+            tonic::Request::new(request),
+            http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await?;
+    Ok(reply.into_inner())
+}
+
 /// Retries an async call while the server is restarting.
 pub async fn retry<T, F, Fut>(mut f: F) -> T
 where
